@@ -1,0 +1,16 @@
+"""fairseq-magic: weight-sharing NAS for BERT-style pre-training (MAGIC).
+
+Importing the package (``--user-dir fairseq_magic``) registers with fairseq:
+  --arch magic_supernet[_base|_base_fact512|_compress|_tiny], magic_child[_tiny]
+  --task magic
+  --criterion magic_alignment
+The fairseq-free core (search space, samplers, cost model) is ``fairseq_magic.core``.
+"""
+
+__version__ = "0.1.0"
+
+from .serialization import register_safe_globals
+
+register_safe_globals()
+
+from . import criterions, models, tasks  # noqa: E402,F401  (registration side effects)

@@ -1,0 +1,1 @@
+from .magic_alignment import MagicAlignmentLoss  # noqa: F401

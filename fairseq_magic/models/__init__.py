@@ -1,0 +1,1 @@
+from .magic_supernet import MagicChildModel, MagicSupernetModel  # noqa: F401

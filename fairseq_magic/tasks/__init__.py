@@ -1,0 +1,1 @@
+from .magic_task import MagicTask  # noqa: F401

@@ -1,0 +1,19 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="fairseq-magic",
+    version="0.1.0",
+    description="MAGIC: weight-sharing NAS for BERT pre-training, as a fairseq plugin",
+    packages=find_packages(include=["fairseq_magic", "fairseq_magic.*"]),
+    python_requires=">=3.10",
+    # fairseq (ve-fairseq==0.12.3) and torch==2.13.0 are installed by the Makefile:
+    # fairseq must go in with --no-deps (its metadata pins a torchaudio that
+    # would replace torch), which setup.py cannot express.
+    install_requires=["sentencepiece", "scipy", "matplotlib"],
+    entry_points={
+        "console_scripts": [
+            "magic-train-cpu-ddp = fairseq_magic.cli.train_cpu_ddp:cli_main",
+            "magic-children = fairseq_magic.cli.children:cli_main",
+        ]
+    },
+)

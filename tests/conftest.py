@@ -1,0 +1,82 @@
+"""Shared fixtures: a tiny fairseq data-bin made from text generated here."""
+
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+USER_DIR = os.path.join(REPO, "fairseq_magic")
+
+# Small enough that a CPU update takes milliseconds, big enough that every
+# operator kind (attention heads of 16, FFN, conv) is exercised.
+TINY_MODEL = [
+    "--encoder-layers", "4", "--encoder-embed-dim", "32",
+    "--magic-ops", "mha2d32,ffn,conv3,conv5",
+]
+
+
+def make_text(path, n_lines, seed):
+    """Sentences from a toy grammar: enough structure for the MLM loss to fall."""
+    rng = random.Random(seed)
+    subj = ["the king", "a man", "the people", "his son", "the lord", "my servant"]
+    verb = ["spake unto", "went to", "saw", "blessed", "smote", "gave bread to"]
+    obj = ["the city", "israel", "the priest", "her daughter", "the house", "them"]
+    with open(path, "w") as f:
+        for i in range(n_lines):
+            words = [rng.choice(subj), rng.choice(verb), rng.choice(obj)]
+            if rng.random() < 0.5:
+                words += ["and", rng.choice(verb), rng.choice(obj)]
+            f.write(" ".join(words) + " .\n")
+            if i % 20 == 19:
+                f.write("\n")
+
+
+def preprocess(text_dir, dest):
+    subprocess.run(
+        [sys.executable, "-m", "fairseq_cli.preprocess", "--only-source",
+         "--trainpref", os.path.join(text_dir, "train.txt"),
+         "--validpref", os.path.join(text_dir, "valid.txt"),
+         "--destdir", dest, "--workers", "1"],
+        check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def data_bin(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    make_text(root / "train.txt", 1200, 0)
+    make_text(root / "valid.txt", 100, 1)
+    dest = str(root / "data-bin")
+    preprocess(str(root), dest)
+    return dest
+
+
+def train_args(data, save_dir, *extra, updates=10, arch="magic_supernet"):
+    """A complete fairseq-train argument list for the tiny model on CPU."""
+    return [
+        data, "--user-dir", USER_DIR, "--task", "magic", "--arch", arch,
+        "--criterion", "magic_alignment", *TINY_MODEL,
+        "--tokens-per-sample", "32", "--sample-break-mode", "none",
+        "--batch-size", "8", "--optimizer", "adam", "--adam-betas", "(0.9,0.999)",
+        "--weight-decay", "0.01", "--lr", "1e-3", "--lr-scheduler", "polynomial_decay",
+        "--warmup-updates", "2", "--total-num-update", "100", "--max-update", str(updates),
+        "--save-dir", str(save_dir), "--cpu", "--num-workers", "0", "--seed", "3",
+        "--log-format", "simple", "--log-interval", "1", "--no-epoch-checkpoints",
+        "--disable-validation", "--save-interval-updates", "1000",
+        *extra,
+    ]
+
+
+def run_train(args, env=None, check=True, timeout=600):
+    """Run fairseq-train in a subprocess (fairseq's registries are global)."""
+    e = dict(os.environ)
+    e.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"})
+    e.update(env or {})
+    proc = subprocess.run([sys.executable, "-m", "fairseq_cli.train", *args],
+                          capture_output=True, text=True, env=e, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"fairseq-train failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
