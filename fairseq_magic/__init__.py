@@ -4,13 +4,19 @@ Importing the package (``--user-dir fairseq_magic``) registers with fairseq:
   --arch magic_supernet[_base|_base_fact512|_compress|_tiny], magic_child[_tiny]
   --task magic
   --criterion magic_alignment
-The fairseq-free core (search space, samplers, cost model) is ``fairseq_magic.core``.
+The fairseq-free core (search space, samplers, cost model) is ``fairseq_magic.core``;
+it imports without fairseq installed.
 """
 
 __version__ = "0.1.0"
 
-from .serialization import register_safe_globals
+try:
+    import fairseq  # noqa: F401
+except ImportError:  # core-only use (search-space maths, samplers) without fairseq
+    fairseq = None
 
-register_safe_globals()
+if fairseq is not None:
+    from .serialization import register_safe_globals
 
-from . import criterions, models, tasks  # noqa: E402,F401  (registration side effects)
+    register_safe_globals()
+    from . import criterions, models, tasks  # noqa: E402,F401  (registration side effects)

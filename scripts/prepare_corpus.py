@@ -249,7 +249,7 @@ def main(argv=None):
                              "pass --force to overwrite it or choose another directory")
         if args.input is not None:
             if not args.input.is_file():
-                raise UsageError(f"--input {args.input}: file not found")
+                raise UsageError(f"--input {args.input}: no such file")
             source, docs = args.input.resolve(), read_text(args.input)
         else:
             source = find_kjv()

@@ -80,3 +80,25 @@ def run_train(args, env=None, check=True, timeout=600):
         raise AssertionError(f"fairseq-train failed ({proc.returncode}):\n"
                              f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+def build_in_process(data, *extra, arch="magic_supernet"):
+    """Build (task, model, criterion) exactly as fairseq-train would, in-process."""
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(
+        parser, train_args(data, "/nonexistent-unused", *extra, arch=arch))
+    cfg = convert_namespace_to_omegaconf(args)
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    criterion = task.build_criterion(cfg.criterion)
+    return task, model, criterion
+
+
+def masked_batch(task, n=4, seed=0):
+    """A real masked-LM batch from the task's valid split."""
+    from fairseq_magic.evaluation import fixed_batches
+
+    return fixed_batches(task, "valid", max_batches=1, batch_size=n)[0]

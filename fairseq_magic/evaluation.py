@@ -1,0 +1,92 @@
+"""Loading a trained super-net and scoring children with its shared weights.
+
+Scores are the masked-LM loss in bits per masked token (base 2, as fairseq logs
+``loss``) on a fixed subset of a split: the masking of a split is seeded per
+example, so every child is scored on exactly the same tokens.
+"""
+
+import math
+import os
+from argparse import Namespace
+from typing import Iterable, List, Optional, Sequence
+
+import torch
+
+from .core.space import MagicConfigError
+
+USER_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def import_plugin() -> None:
+    """Register the plugin with fairseq (needed before loading a checkpoint:
+    otherwise fairseq fails with 'Could not infer task type')."""
+    from fairseq import utils
+
+    utils.import_user_module(Namespace(user_dir=USER_DIR))
+
+
+def load_supernet(checkpoint: str, data: Optional[str] = None, device: str = "cpu"):
+    """Load a ``magic_supernet`` checkpoint; returns (model, task, cfg)."""
+    import_plugin()
+    from fairseq import checkpoint_utils
+
+    from .models.magic_supernet import MagicChildModel, MagicSupernetModel
+
+    if not os.path.isfile(checkpoint):
+        raise MagicConfigError(f"checkpoint {checkpoint!r} does not exist")
+    overrides = {"data": data} if data else {}
+    models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
+        [checkpoint], arg_overrides=overrides)
+    model = models[0]
+    if not isinstance(model, MagicSupernetModel) or isinstance(model, MagicChildModel):
+        raise MagicConfigError(
+            f"checkpoint {checkpoint!r} holds a {type(model).__name__}: expected a "
+            "magic_supernet checkpoint")
+    model.to(device).eval()
+    return model, task, cfg
+
+
+def fixed_batches(task, split: str = "valid", max_batches: int = 8,
+                  batch_size: int = 16, device: str = "cpu") -> List[dict]:
+    """The first ``max_batches`` batches of a split, materialised once, so every
+    child is scored on identical inputs and masks."""
+    from fairseq import utils
+
+    if split not in task.datasets:
+        try:
+            task.load_dataset(split, combine=False, epoch=1)
+        except FileNotFoundError as e:
+            raise MagicConfigError(f"split {split!r} not found: {e}") from e
+    itr = task.get_batch_iterator(
+        dataset=task.dataset(split), max_sentences=batch_size,
+        max_positions=task.max_positions(), ignore_invalid_inputs=True,
+        seed=1, num_workers=0).next_epoch_itr(shuffle=False)
+    out = []
+    for i, sample in enumerate(itr):
+        if i >= max_batches:
+            break
+        out.append(utils.move_to_cuda(sample) if device.startswith("cuda") else sample)
+    if not out:
+        raise MagicConfigError(f"split {split!r} produced no batches")
+    return out
+
+
+@torch.no_grad()
+def score_child(model, arch, batches: Iterable[dict]) -> float:
+    """MLM loss of ``arch`` (bits per masked token) over ``batches``, in eval mode."""
+    from .criterions.magic_alignment import mlm_loss
+
+    was_training = model.training
+    model.eval()
+    previous = model.get_active_path()
+    model.set_active_path(arch)
+    total, count = 0.0, 0
+    pad = model.encoder.dictionary.pad()
+    for sample in batches:
+        loss, n, _ = mlm_loss(model, sample, pad)
+        total += float(loss)
+        count += n
+    if previous is not None:
+        model.set_active_path(previous)
+    model.train(was_training)
+    return total / max(count, 1) / math.log(2)

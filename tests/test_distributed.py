@@ -1,0 +1,324 @@
+"""Two gloo ranks on CPU through fairseq_magic.cli.train_cpu_ddp (torchrun).
+
+Four launches in all (~13 s each on 2 cores), shared through module fixtures:
+  run10   launcher, 10 updates                  -> (a), and the start of (c)
+  probe20 launcher + a parameter probe, 20 upd. -> (b), and (c)'s reference
+  resume  copy of run10's save dir, resumed to 20 -> (c)
+  legacy  --ddp-backend legacy_ddp               -> (d)
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from conftest import train_args
+
+LAYER_PREFIX = "encoder.sentence_encoder.layers."
+N_LAYERS = 4  # conftest.TINY_MODEL
+
+
+def torchrun(script_or_module, args, nproc=2, timeout=300):
+    """Launch ``nproc`` CPU ranks; ``script_or_module`` is ``-m NAME`` or a path."""
+    env = dict(os.environ)
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"})
+    target = (["-m", script_or_module[3:]] if script_or_module.startswith("-m ")
+              else [script_or_module])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           "--nproc_per_node", str(nproc), *target, *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def launch(args, **kw):
+    return torchrun("-m fairseq_magic.cli.train_cpu_ddp", args, **kw)
+
+
+def check_ok(proc):
+    assert proc.returncode == 0, (f"torchrun failed ({proc.returncode}):\n"
+                                  f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def path_logs(save_dir):
+    return [read_jsonl(os.path.join(save_dir, f"paths.rank{r}.jsonl")) for r in (0, 1)]
+
+
+def max_abs_diff(a, b):
+    """Max |a - b| over every tensor of two nested dict/list structures."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype
+        if a.numel() == 0:
+            return 0.0
+        return (a.double() - b.double()).abs().max().item()
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), (set(a) ^ set(b))
+        return max([max_abs_diff(a[k], b[k]) for k in a], default=0.0)
+    if isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b)
+        return max([max_abs_diff(x, y) for x, y in zip(a, b)], default=0.0)
+    assert a == b
+    return 0.0
+
+
+def candidate_of(name):
+    """(layer, op) for a candidate's parameter, None for shared parameters."""
+    if not name.startswith(LAYER_PREFIX):
+        return None
+    layer, kind, op = name[len(LAYER_PREFIX):].split(".")[:3]
+    assert kind == "candidates", name
+    return int(layer), op
+
+
+# Runs inside each rank (torchrun starts it as a script). It wraps
+# Trainer.train_step to record, after every update, a SHA-1 of every parameter,
+# which parameters changed and which have no gradient, then hands over to the
+# launcher's own cli_main (argv injection + CPU DDP shim). At the end each rank
+# saves its full state_dict. Test-only: nothing in the product reads it.
+PROBE = textwrap.dedent("""
+    import hashlib, json, os, sys
+    import torch
+    from fairseq.trainer import Trainer
+    from fairseq_magic.cli import train_cpu_ddp
+    from fairseq_magic.tasks.magic_task import unwrap_model
+
+    out_dir = sys.argv.pop(1)
+    seen = {}
+    original = Trainer.train_step
+
+    def train_step(self, *args, **kwargs):
+        bare = unwrap_model(self.model)  # trainer.model is the DDP wrapper
+        named = list(bare.named_parameters())
+        before = {n: p.detach().clone() for n, p in named}
+        result = original(self, *args, **kwargs)
+        rank = torch.distributed.get_rank()
+        record = {
+            "update": self.get_num_updates(), "rank": rank,
+            "path": ",".join(bare.get_active_path()),
+            "sha1": {n: hashlib.sha1(p.detach().numpy().tobytes()).hexdigest()
+                     for n, p in named},
+            "changed": [n for n, p in named if not torch.equal(p.detach(), before[n])],
+            "grad_none": [n for n, p in named if p.grad is None],
+        }
+        with open(os.path.join(out_dir, f"probe.rank{rank}.jsonl"), "a") as f:
+            f.write(json.dumps(record) + "\\n")
+        seen["trainer"] = self
+        return result
+
+    Trainer.train_step = train_step
+    train_cpu_ddp.cli_main()
+    bare = unwrap_model(seen["trainer"].model)
+    torch.save({k: v.detach().clone() for k, v in bare.state_dict().items()},
+               os.path.join(out_dir, f"final.rank{torch.distributed.get_rank()}.pt"))
+""")
+
+
+@pytest.fixture(scope="module")
+def run10(data_bin, tmp_path_factory):
+    save = tmp_path_factory.mktemp("ddp_run10")
+    proc = launch(train_args(data_bin, save, "--magic-path-log", save / "paths.jsonl",
+                             updates=10))
+    check_ok(proc)
+    return save, proc
+
+
+@pytest.fixture(scope="module")
+def probe20(data_bin, tmp_path_factory):
+    save = tmp_path_factory.mktemp("ddp_probe20")
+    script = save / "probe.py"
+    script.write_text(PROBE)
+    proc = torchrun(str(script), [save, *train_args(
+        data_bin, save, "--magic-path-log", save / "paths.jsonl", updates=20)])
+    check_ok(proc)
+    return save
+
+
+# ---------------------------------------------------------------- (a)
+def test_two_ranks_train_the_same_sampled_paths(run10):
+    save, proc = run10
+    logs = path_logs(save)
+    for rank, log in enumerate(logs):
+        assert [r["update"] for r in log] == list(range(1, 11))
+        assert {r["rank"] for r in log} == {rank}
+    paths0 = [r["path"] for r in logs[0]]
+    assert paths0 == [r["path"] for r in logs[1]]
+    assert len(set(paths0)) > 1, paths0  # sampling really happens
+    assert all(len(p.split(",")) == N_LAYERS for p in paths0)
+    # Both ranks feed every update: 2 x --batch-size 8 sentences (rank 0 logs).
+    assert "num_updates=10" in proc.stderr + proc.stdout
+    assert "bsz=16" in proc.stderr + proc.stdout
+    assert os.path.isfile(save / "checkpoint_last.pt")
+
+
+# ---------------------------------------------------------------- (b)
+def test_ranks_hold_identical_weights_and_skip_unused_candidates(probe20):
+    save = probe20
+    probes = [read_jsonl(save / f"probe.rank{r}.jsonl") for r in (0, 1)]
+    for rank, probe in enumerate(probes):
+        assert [r["update"] for r in probe] == list(range(1, 21))
+        assert {r["rank"] for r in probe} == {rank}
+
+    # Every parameter bit-identical on both ranks after every update.
+    for r0, r1 in zip(*probes):
+        assert r0["path"] == r1["path"], r0["update"]
+        assert r0["sha1"].keys() == r1["sha1"].keys()
+        differing = [n for n in r0["sha1"] if r0["sha1"][n] != r1["sha1"][n]]
+        assert differing == [], (r0["update"], differing)
+
+    # The probe saw the same paths the task logged.
+    logs = path_logs(save)
+    assert [r["path"] for r in logs[0]] == [r["path"] for r in probes[0]]
+    assert [r["path"] for r in logs[1]] == [r["path"] for r in probes[1]]
+
+    # SPOS semantics under c10d + find_unused_parameters: at every update the
+    # candidates off the path have no gradient and are bit-identical before and
+    # after the step (no zero-filled grads, no Adam/weight-decay drift); the
+    # candidates on it all have gradients and moved.
+    for probe in probes:
+        for rec in probe:
+            path = rec["path"].split(",")
+            changed, grad_none = set(rec["changed"]), set(rec["grad_none"])
+            off = [n for n in rec["sha1"] if candidate_of(n) and
+                   path[candidate_of(n)[0]] != candidate_of(n)[1]]
+            on = [n for n in rec["sha1"] if candidate_of(n) and
+                  path[candidate_of(n)[0]] == candidate_of(n)[1]]
+            assert off and on
+            assert not (changed & set(off)), (rec["update"], sorted(changed & set(off)))
+            assert set(off) <= grad_none, rec["update"]
+            assert not (grad_none & set(on)), (rec["update"], sorted(grad_none & set(on)))
+            if rec["update"] == 1:
+                # polynomial_decay warm-up starts at lr 0 (lr = lr * num_updates
+                # / warmup_updates): the first step moves nothing at all.
+                assert not changed, sorted(changed)[:5]
+                continue
+            for layer in range(N_LAYERS):
+                moved = [n for n in on if candidate_of(n)[0] == layer and n in changed]
+                assert moved, (rec["update"], layer)
+
+    # Final full state_dicts (parameters and buffers) of the two ranks.
+    sd0 = torch.load(save / "final.rank0.pt")
+    sd1 = torch.load(save / "final.rank1.pt")
+    assert max_abs_diff(sd0, sd1) == 0.0
+    # ...and rank 0's checkpoint holds exactly those weights.
+    ckpt = torch.load(save / "checkpoint_last.pt")
+    assert max_abs_diff(ckpt["model"], sd0) == 0.0
+
+
+# ---------------------------------------------------------------- (c)
+def test_two_rank_resume_matches_uninterrupted_run(run10, probe20, data_bin, tmp_path):
+    save = tmp_path / "resume"
+    shutil.copytree(run10[0], save)
+    proc = launch(train_args(data_bin, save, "--magic-path-log", save / "paths.jsonl",
+                             updates=20))
+    check_ok(proc)
+    assert "Loaded checkpoint" in proc.stderr + proc.stdout
+
+    # Plain torch.load: weights-only (torch >= 2.6 default) must accept it.
+    resumed = torch.load(save / "checkpoint_last.pt")
+    straight = torch.load(probe20 / "checkpoint_last.pt")
+    assert resumed["optimizer_history"][-1]["num_updates"] == 20
+    assert straight["optimizer_history"][-1]["num_updates"] == 20
+    dw = max_abs_diff(resumed["model"], straight["model"])
+    d_opt = max_abs_diff(resumed["last_optimizer_state"]["state"],
+                         straight["last_optimizer_state"]["state"])
+    print(f"2-rank resume vs uninterrupted: max|dW|={dw} max|d optimizer state|={d_opt}")
+    assert dw == 0.0
+    assert d_opt == 0.0
+
+    resumed_logs, straight_logs = path_logs(save), path_logs(probe20)
+    for rank in (0, 1):
+        assert [r["update"] for r in resumed_logs[rank]] == list(range(1, 21))
+        assert resumed_logs[rank] == straight_logs[rank]
+
+
+# ---------------------------------------------------------------- (d)
+def test_legacy_ddp_is_refused_before_the_first_update(data_bin, tmp_path):
+    save = tmp_path / "legacy"
+    proc = launch(train_args(data_bin, save, "--magic-path-log", save / "paths.jsonl",
+                             "--ddp-backend", "legacy_ddp", updates=10))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "MagicConfigError" in out and "legacy_ddp" in out, out[-4000:]
+    assert "num_updates=1" not in out
+    assert not (save / "paths.rank0.jsonl").exists()
+    assert not (save / "paths.rank1.jsonl").exists()
+    assert not (save / "checkpoint_last.pt").exists()
+
+
+# ------------------------------------------------- launcher units (no ranks)
+def test_distributed_argv_defaults_and_conflicts():
+    from fairseq_magic.cli.train_cpu_ddp import LauncherError, distributed_argv
+
+    env = {"RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": "29500"}
+    argv = distributed_argv(["data", "--max-update", "3"], env)
+    assert argv[:3] == ["data", "--max-update", "3"]
+    tail = " ".join(argv[3:])
+    for part in ("--cpu", "--distributed-backend gloo", "--distributed-init-method env://",
+                 "--distributed-rank 1", "--distributed-world-size 2",
+                 "--distributed-no-spawn", "--device-id 0",
+                 "--ddp-backend c10d --find-unused-parameters"):
+        assert part in tail, part
+
+    kept = distributed_argv(["data", "--ddp-backend=legacy_ddp"], env)
+    assert "--find-unused-parameters" not in kept
+    assert kept.count("--ddp-backend") == 0 and "--ddp-backend=legacy_ddp" in kept
+
+    assert distributed_argv(["d", "--distributed-world-size", "2"], env)  # agrees
+    with pytest.raises(LauncherError, match="--distributed-world-size 4 conflicts"):
+        distributed_argv(["d", "--distributed-world-size", "4"], env)
+    with pytest.raises(LauncherError, match="torchrun"):
+        distributed_argv(["d"], {"RANK": "0"})
+
+
+def test_launcher_without_torchrun_env_explains_itself(tmp_path):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    proc = subprocess.run([sys.executable, "-m", "fairseq_magic.cli.train_cpu_ddp",
+                           str(tmp_path)], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert "RANK, WORLD_SIZE" in proc.stderr
+    assert "torchrun --standalone --nproc_per_node 2" in proc.stderr
+
+
+def test_cpu_ddp_shim_keeps_a_real_ddp_subclass(tmp_path):
+    code = textwrap.dedent(f"""
+        import torch, torch.distributed as dist
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        import fairseq.models.distributed_fairseq_model as dfm
+        from fairseq_magic.cli.train_cpu_ddp import apply_cpu_ddp_shim
+        dist.init_process_group("gloo", init_method="file://{tmp_path}/store",
+                                rank=0, world_size=1)
+        try:  # unpatched: what fairseq does fails on CPU
+            dfm.DistributedDataParallel(torch.nn.Linear(2, 2), device_ids=[0],
+                                        output_device=0)
+            raise SystemExit("expected a ValueError")
+        except ValueError as e:
+            assert "device_ids and output_device arguments only work" in str(e), e
+        cls = apply_cpu_ddp_shim()
+        assert apply_cpu_ddp_shim() is cls and dfm.DistributedDataParallel is cls
+        assert issubclass(cls, DDP) and cls is not DDP
+        m = dfm.DistributedDataParallel(module=torch.nn.Linear(2, 2), device_ids=[0],
+                                        output_device=0, find_unused_parameters=True)
+        assert isinstance(m, DDP) and m.device_ids is None and m.find_unused_parameters
+        import torch.nn.parallel
+        assert torch.nn.parallel.DistributedDataParallel is DDP  # torch untouched
+        dist.destroy_process_group()
+        print("SHIM-OK")
+    """)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0 and "SHIM-OK" in proc.stdout, proc.stderr[-3000:]

@@ -1,0 +1,167 @@
+"""The super-net through fairseq: only the active path runs and trains, a path
+equals the same child built as magic_child, exact resume, bad input, hydra."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO, USER_DIR, build_in_process, masked_batch, run_train, train_args
+from fairseq_magic.core.space import MagicConfigError
+
+PATH = "mha2d32,conv5,ffn,conv3"
+
+
+@pytest.fixture(scope="module")
+def supernet(data_bin):
+    task, model, criterion = build_in_process(data_bin)
+    return task, model, criterion
+
+
+def test_child_param_count_equals_cost_model(data_bin, supernet):
+    _, model, _ = supernet
+    _, child, _ = build_in_process(data_bin, "--magic-arch", PATH, arch="magic_child")
+    n = sum(p.numel() for p in child.parameters())
+    assert n == model.child_cost(PATH)["params"]
+    assert n < sum(p.numel() for p in model.parameters())
+    assert set(child.state_dict()) == set(model.child_state_dict(PATH))
+
+
+def test_supernet_path_equals_child_with_same_weights(data_bin, supernet):
+    task, model, _ = supernet
+    _, child, _ = build_in_process(data_bin, "--magic-arch", PATH, arch="magic_child")
+    child.load_state_dict(model.child_state_dict(PATH), strict=True)
+    model.eval(), child.eval()
+    sample = masked_batch(task)
+    model.set_active_path(PATH)
+    with torch.no_grad():
+        a, ea = model(**sample["net_input"], return_all_hiddens=True)
+        b, eb = child(**sample["net_input"], return_all_hiddens=True)
+    assert a.shape[-1] == len(task.source_dictionary)
+    assert torch.equal(a, b), (a - b).abs().max()
+    assert all(torch.equal(x, y) for x, y in zip(ea["inner_states"], eb["inner_states"]))
+    # and a different path gives a different function
+    model.set_active_path("ffn,ffn,ffn,ffn")
+    with torch.no_grad():
+        c, _ = model(**sample["net_input"])
+    assert (a - c).abs().max() > 1e-3
+
+
+def test_only_the_active_path_gets_gradients(supernet):
+    task, model, criterion = supernet
+    model.train()
+    model.zero_grad(set_to_none=True)
+    model.set_active_path(PATH)
+    loss, _, _ = criterion(model, masked_batch(task))
+    loss.backward()
+    for name, p in model.named_parameters():
+        if ".layers." in name:
+            layer, op = name.split(".layers.")[1].split(".")[0], name.split(".candidates.")[1].split(".")[0]
+            on_path = PATH.split(",")[int(layer)] == op
+            assert (p.grad is not None) == on_path, name
+        else:
+            assert p.grad is not None, name
+    model.zero_grad(set_to_none=True)
+
+
+def test_set_active_path_rejects_bad_specs(supernet):
+    _, model, _ = supernet
+    with pytest.raises(MagicConfigError, match="has 3 layers: expected 4"):
+        model.set_active_path("ffn,ffn,ffn")
+    with pytest.raises(MagicConfigError, match="unknown operator 'mha12'"):
+        model.set_active_path("mha12,ffn,ffn,ffn")
+
+
+def _paths(log):
+    with open(log) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_fairseq_update_leaves_unused_candidates_bit_identical(data_bin, tmp_path):
+    # Same seed: run B repeats run A's 3 updates, then does a 4th. Adam with
+    # weight decay 0.01 would move every parameter it touches.
+    a, b = tmp_path / "a", tmp_path / "b"
+    run_train(train_args(data_bin, a, updates=3))
+    run_train(train_args(data_bin, b, "--magic-path-log", str(b / "p.jsonl"), updates=4))
+    wa = torch.load(a / "checkpoint_last.pt")["model"]
+    wb = torch.load(b / "checkpoint_last.pt")["model"]
+    path4 = _paths(b / "p.jsonl")[3]["path"].split(",")
+    moved, still = 0, 0
+    for k in wa:
+        if ".candidates." not in k:
+            continue
+        layer = int(k.split(".layers.")[1].split(".")[0])
+        op = k.split(".candidates.")[1].split(".")[0]
+        if op == path4[layer]:
+            moved += int(not torch.equal(wa[k], wb[k]))
+        else:
+            assert torch.equal(wa[k], wb[k]), f"unused {k} changed"
+            still += 1
+    assert still > 0 and moved > 0
+
+
+def test_resume_equals_uninterrupted_run(data_bin, tmp_path):
+    full, split = tmp_path / "full", tmp_path / "split"
+    run_train(train_args(data_bin, full, "--magic-path-log", str(full / "p.jsonl"), updates=20))
+    run_train(train_args(data_bin, split, "--magic-path-log", str(split / "p.jsonl"), updates=10))
+    # A stale line from a crashed later run must be dropped on resume.
+    with open(split / "p.jsonl", "a") as f:
+        f.write(json.dumps({"update": 11, "rank": 0, "path": "stale"}) + "\n")
+    run_train(train_args(data_bin, split, "--magic-path-log", str(split / "p.jsonl"), updates=20))
+    wf = torch.load(full / "checkpoint_last.pt")  # weights-only load (torch default)
+    ws = torch.load(split / "checkpoint_last.pt")
+    diff = max((wf["model"][k] - ws["model"][k]).abs().max().item() for k in wf["model"])
+    assert diff == 0.0
+    assert _paths(full / "p.jsonl") == _paths(split / "p.jsonl")
+    assert [r["update"] for r in _paths(split / "p.jsonl")] == list(range(1, 21))
+    assert ws["extra_state"]["MagicTask"]["sampler"]["update"] == 19
+
+
+@pytest.mark.parametrize("extra,arch,needle", [
+    (["--magic-ops", "mha2d32,ffn,bogus"], "magic_supernet", "unknown operator 'bogus'"),
+    (["--magic-ops", ""], "magic_supernet", "non-empty comma-separated operator list"),
+    (["--magic-valid-arch", "ffn,ffn"], "magic_supernet", "has 2 layers: expected 4"),
+    (["--magic-sampler", "fair"], "magic_supernet", "--magic-sampler 'fair'"),
+    ([], "magic_child", "needs --magic-arch SPEC"),
+])
+def test_bad_input_fails_before_training(data_bin, tmp_path, extra, arch, needle):
+    args = train_args(data_bin, tmp_path / "ck", arch=arch)
+    # TINY_MODEL sets --magic-ops; a later flag overrides it
+    proc = run_train(args + extra, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and needle in out, out[-2000:]
+    assert "begin training" not in out
+    assert not (tmp_path / "ck" / "checkpoint_last.pt").exists()
+
+
+def test_missing_data_is_a_clear_error(tmp_path):
+    proc = run_train(train_args(str(tmp_path / "nope"), tmp_path / "ck"), check=False)
+    assert proc.returncode != 0 and "has no dict.txt" in proc.stderr and "nope" in proc.stderr
+
+
+def test_child_trains_from_scratch(data_bin, tmp_path):
+    proc = run_train(train_args(data_bin, tmp_path / "c", "--magic-arch", PATH,
+                                arch="magic_child", updates=3))
+    assert "MagicChildModel" in proc.stdout + proc.stderr
+    state = torch.load(tmp_path / "c" / "checkpoint_last.pt")
+    assert not any(".candidates.ffn." in k for k in state["model"] if ".layers.0." in k)
+
+
+def test_hydra_train_with_shipped_config(data_bin, tmp_path):
+    cmd = [os.path.join(os.path.dirname(sys.executable), "fairseq-hydra-train"),
+           "--config-dir", os.path.join(REPO, "configs"), "--config-name", "spos_tiny",
+           f"task.data={data_bin}", f"checkpoint.save_dir={tmp_path / 'ck'}",
+           f"common.user_dir={USER_DIR}", "optimization.max_update=3",
+           "task.tokens_per_sample=32", "dataset.batch_size=4",
+           "model.encoder_layers=2", "model.encoder_embed_dim=32",
+           "model.magic_ops='mha2d32,ffn,conv3'", f"hydra.run.dir={tmp_path / 'out'}",
+           f"+task.magic_path_log={tmp_path / 'p.jsonl'}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [r["update"] for r in _paths(tmp_path / "p.jsonl")] == [1, 2, 3]
+    state = torch.load(tmp_path / "ck" / "checkpoint_last.pt")
+    assert state["cfg"]["model"]["magic_ops"] == "mha2d32,ffn,conv3"
