@@ -60,7 +60,10 @@ def fixed_batches(task, split: str = "valid", max_batches: int = 8,
     itr = task.get_batch_iterator(
         dataset=task.dataset(split), max_sentences=batch_size,
         max_positions=task.max_positions(), ignore_invalid_inputs=True,
-        seed=1, num_workers=0).next_epoch_itr(shuffle=False)
+        seed=1, num_workers=0,
+        # fairseq caches one iterator per dataset and hands it back whatever the
+        # arguments: without this, training's own validation would reuse ours.
+        disable_iterator_cache=True).next_epoch_itr(shuffle=False)
     out = []
     for i, sample in enumerate(itr):
         if i >= max_batches:
@@ -72,21 +75,30 @@ def fixed_batches(task, split: str = "valid", max_batches: int = 8,
 
 
 @torch.no_grad()
-def score_child(model, arch, batches: Iterable[dict]) -> float:
-    """MLM loss of ``arch`` (bits per masked token) over ``batches``, in eval mode."""
+def child_loss_sums(model, arch, batches: Iterable[dict]):
+    """(summed MLM loss in nats, number of masked tokens) of ``arch`` over
+    ``batches``, in eval mode; the model's active path and mode are restored."""
     from .criterions.magic_alignment import mlm_loss
 
     was_training = model.training
-    model.eval()
     previous = model.get_active_path()
+    model.eval()
     model.set_active_path(arch)
     total, count = 0.0, 0
     pad = model.encoder.dictionary.pad()
-    for sample in batches:
-        loss, n, _ = mlm_loss(model, sample, pad)
-        total += float(loss)
-        count += n
-    if previous is not None:
-        model.set_active_path(previous)
-    model.train(was_training)
+    try:
+        for sample in batches:
+            loss, n, _ = mlm_loss(model, sample, pad)
+            total += float(loss)
+            count += n
+    finally:
+        if previous is not None:
+            model.set_active_path(previous)
+        model.train(was_training)
+    return total, count
+
+
+def score_child(model, arch, batches: Iterable[dict]) -> float:
+    """MLM loss of ``arch`` (bits per masked token) over ``batches``, in eval mode."""
+    total, count = child_loss_sums(model, arch, batches)
     return total / max(count, 1) / math.log(2)

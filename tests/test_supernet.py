@@ -124,7 +124,7 @@ def test_resume_equals_uninterrupted_run(data_bin, tmp_path):
     (["--magic-ops", "mha2d32,ffn,bogus"], "magic_supernet", "unknown operator 'bogus'"),
     (["--magic-ops", ""], "magic_supernet", "non-empty comma-separated operator list"),
     (["--magic-valid-arch", "ffn,ffn"], "magic_supernet", "has 2 layers: expected 4"),
-    (["--magic-sampler", "fair"], "magic_supernet", "--magic-sampler 'fair'"),
+    (["--magic-sampler", "nope"], "magic_supernet", "--magic-sampler 'nope'"),
     ([], "magic_child", "needs --magic-arch SPEC"),
 ])
 def test_bad_input_fails_before_training(data_bin, tmp_path, extra, arch, needle):

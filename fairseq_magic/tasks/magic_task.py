@@ -9,25 +9,69 @@ run continues exactly as if uninterrupted.
 
 import json
 import logging
+import math
 import os
 import random
 from dataclasses import dataclass, field
 from typing import Optional
 
+import torch
+from fairseq.logging import metrics
 from fairseq.tasks import register_task
 from fairseq.tasks.masked_lm import MaskedLMConfig, MaskedLMTask
 
+from ..core.anchor import ANCHOR_POLICIES, AnchorState, build_anchor_policy
 from ..core.samplers import SAMPLERS, build_sampler, random_arch
-from ..core.space import MagicConfigError
+from ..core.space import Arch, MagicConfigError
+
+# One flag per method (paper section 4): which sampler and which anchor rule.
+# --magic-sampler / --magic-anchor override the method's choice.
+METHODS = {
+    "spos": ("spos", "none"),
+    "magic_t": ("magic_t", "none"),
+    "magic_a": ("spos", "best"),
+    "magic_at": ("magic_t", "best"),
+}
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class MagicTaskConfig(MaskedLMConfig):
-    magic_sampler: str = field(
-        default="spos", metadata={"help": "how each update's child is drawn: "
-                                  f"{', '.join(sorted(SAMPLERS))}"})
+    magic_method: str = field(
+        default="spos", metadata={"help": "super-net training method: spos, magic_t "
+                                  "(paths differ by K ops), magic_a (anchor alignment), "
+                                  "magic_at (both)"})
+    magic_sampler: Optional[str] = field(
+        default=None, metadata={"help": "override the method's path sampler: "
+                                f"{', '.join(sorted(SAMPLERS))}"})
+    magic_t_k: int = field(
+        default=1, metadata={"help": "magic_t: operators changed per update (1 <= K <= N)"})
+    magic_anchor: Optional[str] = field(
+        default=None, metadata={"help": "override the method's anchor rule: none, "
+                                "best (paper: replace when a child validates better), "
+                                "top_p (paper Fig. 4b: keep the anchor in the top p+-r%)"})
+    magic_anchor_interval: int = field(
+        default=100, metadata={"help": "best: score the last trained child against "
+                               "the anchor every N updates"})
+    magic_anchor_valid_batches: int = field(
+        default=4, metadata={"help": "batches of the fixed held-out subset that score "
+                             "children for the anchor"})
+    magic_anchor_valid_batch_size: int = field(
+        default=32, metadata={"help": "sentences per anchor-scoring batch"})
+    magic_anchor_valid_subset: str = field(
+        default="valid", metadata={"help": "data split the anchor is scored on"})
+    magic_anchor_top_p: float = field(
+        default=10.0, metadata={"help": "top_p: the anchor is the child at the top p%"})
+    magic_anchor_band: float = field(
+        default=10.0, metadata={"help": "top_p: keep the anchor while it ranks within "
+                                "the top (p +- r)%"})
+    magic_anchor_population: int = field(
+        default=20, metadata={"help": "top_p: random children scored at each epoch end"})
+    magic_interference_interval: int = field(
+        default=0, metadata={"help": "every N updates, log the cosine similarity of "
+                             "consecutive updates' gradients on the operators both "
+                             "paths share (paper Fig. 3 cos(theta)); 0 = off"})
     magic_path_log: Optional[str] = field(
         default=None, metadata={"help": "write one JSON line per update "
                                 "({update, rank, path}) to this file; with several "
@@ -84,15 +128,33 @@ class MagicTask(MaskedLMTask):
     def __init__(self, cfg: MagicTaskConfig, dictionary=None):
         super().__init__(cfg, dictionary)
         self.sampler = None
+        self.search_space = None
+        self.sampler_name, self.anchor_name = resolve_method(cfg)
+        self.anchor_policy = build_anchor_policy(
+            self.anchor_name, interval=cfg.magic_anchor_interval,
+            p=cfg.magic_anchor_top_p, r=cfg.magic_anchor_band,
+            population=cfg.magic_anchor_population) if self.anchor_name != "none" else None
+        self.anchor = AnchorState()
+        self.epoch = 1
+        self.current_update = 0
         self._pending_state = None
         self._path_log = None
+        self._anchor_batches = None
+        self._prev_grads = None
         self._checked_training_setup = False
+        self._last_step_update = None
 
     @classmethod
     def setup_task(cls, cfg: MagicTaskConfig, **kwargs):
-        if cfg.magic_sampler not in SAMPLERS:
+        resolve_method(cfg)  # bad names fail here, before any data is read
+        for name in ("magic_anchor_valid_batches", "magic_anchor_valid_batch_size"):
+            if getattr(cfg, name) < 1:
+                raise MagicConfigError(
+                    f"--{name.replace('_', '-')} {getattr(cfg, name)}: expected >= 1")
+        if cfg.magic_interference_interval < 0:
             raise MagicConfigError(
-                f"--magic-sampler {cfg.magic_sampler!r}: expected one of {sorted(SAMPLERS)}")
+                f"--magic-interference-interval {cfg.magic_interference_interval}: "
+                "expected >= 0 (0 = off)")
         paths = [p for p in str(cfg.data).split(os.pathsep) if p]
         if not paths or not os.path.isfile(os.path.join(paths[0], "dict.txt")):
             raise MagicConfigError(
@@ -105,9 +167,11 @@ class MagicTask(MaskedLMTask):
         model = super().build_model(cfg, from_checkpoint)
         space = getattr(model, "search_space", None)
         if space is not None and space.size() > 1:
-            self.sampler = build_sampler(self.cfg.magic_sampler, space, self.cfg.seed)
+            self.search_space = space
+            options = {"k": self.cfg.magic_t_k} if self.sampler_name == "magic_t" else {}
+            self.sampler = build_sampler(self.sampler_name, space, self.cfg.seed, **options)
             if self._pending_state is not None:
-                self.sampler.load_state_dict(self._pending_state["sampler"])
+                self.set_checkpoint_dict(self._pending_state)
                 self._pending_state = None
         if self.cfg.magic_valid_arch and space is not None:
             space.parse(self.cfg.magic_valid_arch)  # fail before training starts
@@ -125,18 +189,125 @@ class MagicTask(MaskedLMTask):
         if not self._checked_training_setup:
             check_training_setup(model, optimizer)
             self._checked_training_setup = True
+        # fairseq calls train_step once per micro-batch with the same update_num
+        first_micro_batch = update_num != self._last_step_update
+        self._last_step_update = update_num
+        self.current_update = update_num
+        if first_micro_batch and self.sampler is not None:
+            self._maybe_update_anchor(model, update_num)
         arch = self._activate(model, update_num)
+        if arch is not None and self.anchor_policy is not None and self.anchor.arch is None:
+            # Until the first evaluation the anchor is the first child trained.
+            self.anchor.arch = arch
         if arch is not None and self.cfg.magic_path_log:
             self._log_path(update_num, arch)
+        if first_micro_batch and self.anchor_policy is not None:
+            metrics.log_scalar("anchor_repl", self.anchor.replacements, weight=0, round=0)
+            if self.anchor.score is not None:
+                metrics.log_scalar("anchor_loss", self.anchor.score, weight=0, round=3)
         return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    # ---- anchor (MAGIC-A) ----
+    def alignment_anchor(self) -> Optional[Arch]:
+        return self.anchor.arch if self.anchor_policy is not None else None
+
+    def _maybe_update_anchor(self, model, update_num: int) -> None:
+        if self.anchor_name != "best" or not self.anchor_policy.due(update_num):
+            return
+        last = self.sampler.state_dict()["path"]  # the child trained at update_num - 1
+        if last is None:
+            return
+        old = self.anchor.arch
+        replaced = self.anchor_policy.step(
+            self.anchor, Arch(last), lambda a: self.score_arch(model, a), update_num)
+        if replaced:
+            logger.info(f"anchor replaced at update {update_num}: {old} -> "
+                        f"{self.anchor.arch} (valid loss {self.anchor.score:.4f}, "
+                        f"{self.anchor.replacements} replacements)")
+
+    def begin_epoch(self, epoch, model):
+        super().begin_epoch(epoch, model)
+        self.epoch = epoch
+        if self.anchor_name == "top_p" and self.sampler is not None:
+            # Run at the start of epoch e = the end of epoch e-1 (and once at
+            # the start, to pick a first anchor); same-epoch reruns on resume
+            # are no-ops inside the policy.
+            old = self.anchor.arch
+            replaced = self.anchor_policy.step_epoch(
+                self.anchor, self.sampler.space, lambda a: self.score_arch(model, a),
+                epoch, self.cfg.seed)
+            if replaced or old != self.anchor.arch:
+                logger.info(f"anchor at epoch {epoch}: {self.anchor.arch} (valid loss "
+                            f"{self.anchor.score:.4f}, {self.anchor.replacements} replacements)")
+
+    def _anchor_valid_batches(self, model):
+        if self._anchor_batches is None:
+            from ..evaluation import fixed_batches
+
+            device = next(model.parameters()).device
+            self._anchor_batches = fixed_batches(
+                self, self.cfg.magic_anchor_valid_subset, self.cfg.magic_anchor_valid_batches,
+                self.cfg.magic_anchor_valid_batch_size, str(device))
+        return self._anchor_batches
+
+    def score_arch(self, model, arch) -> float:
+        """Validation MLM loss (bits per masked token) of ``arch`` with the current
+        shared weights on the fixed subset. Each rank scores a slice of the
+        batches and the sums are all-reduced, so every rank gets the same score
+        (and so keeps the same anchor)."""
+        from ..evaluation import child_loss_sums
+
+        bare = unwrap_model(model)
+        batches = self._anchor_valid_batches(bare)
+        rank, world = data_parallel_rank_and_size()
+        total, count = child_loss_sums(bare, arch, batches[rank::world])
+        sums = torch.tensor([total, float(count)], dtype=torch.float64,
+                            device=next(bare.parameters()).device)
+        if world > 1:
+            from fairseq.distributed import utils as dist_utils
+
+            dist_utils.all_reduce(sums, group=dist_utils.get_data_parallel_group())
+        return float(sums[0] / sums[1].clamp(min=1)) / math.log(2)
+
+    # ---- interference monitor ----
+    def optimizer_step(self, optimizer, model, update_num):
+        n = self.cfg.magic_interference_interval
+        if n and self.sampler is not None and update_num % n in (n - 1, 0) and update_num:
+            self._interference(model, update_num, n)
+        super().optimizer_step(optimizer, model, update_num)
+
+    def _interference(self, model, update_num: int, n: int) -> None:
+        # Gradients here are final for the update (all-reduced, unscaled by
+        # sample size, clipped); clipping rescales, which cosine ignores.
+        bare = unwrap_model(model)
+        grads = {k: p.grad.detach().float().flatten().clone()
+                 for k, p in bare.named_parameters()
+                 if ".candidates." in k and p.grad is not None}
+        if update_num % n == n - 1:
+            self._prev_grads = (update_num, grads)
+            return
+        if self._prev_grads is None or self._prev_grads[0] != update_num - 1:
+            return
+        prev = self._prev_grads[1]
+        shared = [k for k in grads if k in prev]
+        self._prev_grads = None
+        if not shared:
+            return  # consecutive paths share no operator (possible with SPOS)
+        a = torch.cat([prev[k] for k in shared])
+        b = torch.cat([grads[k] for k in shared])
+        cos = float(torch.nn.functional.cosine_similarity(a, b, dim=0))
+        metrics.log_scalar("interference_cos", cos, weight=1, round=4)
 
     def _log_path(self, update_num: int, arch) -> None:
         if self._path_log is None:
             self._path_log = PathLog(self.cfg.magic_path_log, *data_parallel_rank_and_size())
             self._logged_update = None
         if self._logged_update != update_num:  # once per update, not per micro-batch
-            self._path_log.write({"update": update_num + 1, "rank": self._path_log.rank,
-                                  "path": str(arch)})
+            record = {"update": update_num + 1, "rank": self._path_log.rank,
+                      "path": str(arch)}
+            if self.anchor_policy is not None:
+                record["anchor"] = str(self.anchor.arch) if self.anchor.arch else None
+            self._path_log.write(record)
             self._logged_update = update_num
 
     # ---- validation ----
@@ -158,10 +329,11 @@ class MagicTask(MaskedLMTask):
 
     # ---- checkpoint state ----
     def get_checkpoint_dict(self):
-        state = {"version": 1}
+        state = {"version": 1, "epoch": self.epoch}
         if self.sampler is not None:
             state["sampler"] = self.sampler.state_dict()
             state["search_space"] = self.sampler.space.state_dict()
+            state["anchor"] = self.anchor.state_dict()
         return {type(self).__name__: state}
 
     def set_checkpoint_dict(self, state):
@@ -169,8 +341,31 @@ class MagicTask(MaskedLMTask):
             return
         if self.sampler is None:
             self._pending_state = state
-        else:
-            self.sampler.load_state_dict(state["sampler"])
+            return
+        self.sampler.load_state_dict(state["sampler"])
+        if "anchor" in state:
+            self.anchor.load_state_dict(state["anchor"])
+            if self.anchor.arch is not None:
+                self.sampler.space.validate(self.anchor.arch)
+        self.epoch = state.get("epoch", self.epoch)
+
+
+def resolve_method(cfg):
+    """(sampler name, anchor rule) from --magic-method and its overrides."""
+    if cfg.magic_method not in METHODS:
+        raise MagicConfigError(
+            f"--magic-method {cfg.magic_method!r}: expected one of {sorted(METHODS)}")
+    sampler, anchor = METHODS[cfg.magic_method]
+    sampler = cfg.magic_sampler or sampler
+    anchor = cfg.magic_anchor or anchor
+    if sampler not in SAMPLERS:
+        raise MagicConfigError(
+            f"--magic-sampler {sampler!r}: expected one of {sorted(SAMPLERS)}")
+    if anchor != "none" and anchor not in ANCHOR_POLICIES:
+        raise MagicConfigError(
+            f"--magic-anchor {anchor!r}: expected one of "
+            f"{['none'] + sorted(ANCHOR_POLICIES)}")
+    return sampler, anchor
 
 
 def data_parallel_rank_and_size():
