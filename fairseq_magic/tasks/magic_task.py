@@ -258,11 +258,16 @@ class MagicTask(MaskedLMTask):
         from ..evaluation import child_loss_sums
 
         bare = unwrap_model(model)
-        batches = self._anchor_valid_batches(bare)
-        rank, world = data_parallel_rank_and_size()
-        total, count = child_loss_sums(bare, arch, batches[rank::world])
-        sums = torch.tensor([total, float(count)], dtype=torch.float64,
-                            device=next(bare.parameters()).device)
+        device = next(bare.parameters()).device
+        # Building the batches starts a DataLoader, which draws its base seed
+        # from the global torch RNG. Restore the RNG afterwards: otherwise the
+        # update's dropout would depend on whether this process had built them
+        # before, and a resumed run would drift from an uninterrupted one.
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            batches = self._anchor_valid_batches(bare)
+            rank, world = data_parallel_rank_and_size()
+            total, count = child_loss_sums(bare, arch, batches[rank::world])
+        sums = torch.tensor([total, float(count)], dtype=torch.float64, device=device)
         if world > 1:
             from fairseq.distributed import utils as dist_utils
 
