@@ -323,3 +323,22 @@ def test_cpu_ddp_shim_keeps_a_real_ddp_subclass(monkeypatch, tmp_path):
         assert torch.nn.parallel.DistributedDataParallel is DDP  # torch untouched
     finally:
         dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------- MAGIC-AT
+def test_two_ranks_agree_on_magic_at_paths_and_anchor(data_bin, tmp_path):
+    # Each rank scores a different slice of the anchor batches; only the
+    # all-reduced score makes the ranks' anchor decisions identical.
+    save = tmp_path / "at"
+    proc = launch(train_args(data_bin, save, "--magic-path-log", save / "paths.jsonl",
+                             "--magic-method", "magic_at", "--magic-anchor-interval", "2",
+                             "--magic-anchor-valid-batches", "4",
+                             "--magic-anchor-valid-batch-size", "8",
+                             "--magic-align-warmup-epochs", "0", updates=12))
+    check_ok(proc)
+    logs = path_logs(save)
+    strip = [[(r["update"], r["path"], r["anchor"]) for r in log] for log in logs]
+    assert strip[0] == strip[1] and len(strip[0]) == 12
+    assert len({a for _, _, a in strip[0]}) >= 2, strip[0]  # the anchor moved
+    out = proc.stdout + proc.stderr
+    assert "align_loss" in out and "anchor_repl" in out
