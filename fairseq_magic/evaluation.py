@@ -26,7 +26,9 @@ def import_plugin() -> None:
 
 
 def load_supernet(checkpoint: str, data: Optional[str] = None, device: str = "cpu"):
-    """Load a ``magic_supernet`` checkpoint; returns (model, task, cfg)."""
+    """Load a ``magic_supernet`` checkpoint; returns (model, task, cfg, extra_state)
+    where extra_state holds what training stored beside the weights (the
+    sampler, the MAGIC-A anchor, ...)."""
     import_plugin()
     from fairseq import checkpoint_utils
 
@@ -35,15 +37,16 @@ def load_supernet(checkpoint: str, data: Optional[str] = None, device: str = "cp
     if not os.path.isfile(checkpoint):
         raise MagicConfigError(f"checkpoint {checkpoint!r} does not exist")
     overrides = {"data": data} if data else {}
+    state = checkpoint_utils.load_checkpoint_to_cpu(checkpoint, overrides)
     models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
-        [checkpoint], arg_overrides=overrides)
+        [checkpoint], arg_overrides=overrides, state=state)
     model = models[0]
     if not isinstance(model, MagicSupernetModel) or isinstance(model, MagicChildModel):
         raise MagicConfigError(
             f"checkpoint {checkpoint!r} holds a {type(model).__name__}: expected a "
             "magic_supernet checkpoint")
     model.to(device).eval()
-    return model, task, cfg
+    return model, task, cfg, state.get("extra_state") or {}
 
 
 def fixed_batches(task, split: str = "valid", max_batches: int = 8,

@@ -32,7 +32,14 @@ def get_parser():
     p.add_argument("--seq-len", type=int, default=128, help="tokens for FLOPs counting")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--json-out", help="also write the results as JSON")
+    p.add_argument("--no-anchor", dest="with_anchor", action="store_false",
+                   help="do not score the checkpoint's MAGIC-A anchor (scored first by default)")
     return p
+
+
+def checkpoint_anchor(extra_state):
+    """The anchor spec a MAGIC-A/AT run stored in its checkpoint, or None."""
+    return (extra_state.get("MagicTask", {}).get("anchor") or {}).get("arch")
 
 
 def main(argv=None):
@@ -41,22 +48,28 @@ def main(argv=None):
 
     if args.num_random < 0 or args.max_batches < 1:
         raise MagicConfigError("--num-random must be >= 0 and --max-batches >= 1")
-    model, task, _ = load_supernet(args.checkpoint, args.data, args.device)
+    model, task, _, extra_state = load_supernet(args.checkpoint, args.data, args.device)
     space = model.search_space
     archs = [space.parse(a) for a in args.arch]
+    anchor = checkpoint_anchor(extra_state)
+    if anchor is not None and args.with_anchor:
+        archs.insert(0, space.parse(anchor))
     rng = random.Random(f"magic-children:{args.seed}")
     archs += [random_arch(space, rng) for _ in range(args.num_random)]
     batches = fixed_batches(task, args.split, args.max_batches, args.batch_size, args.device)
     rows = []
     for arch in archs:
         cost = model.child_cost(arch, args.seq_len)
-        rows.append({"arch": str(arch), "valid_loss": score_child(model, arch, batches),
+        rows.append({"arch": str(arch), "anchor": str(arch) == anchor,
+                     "valid_loss": score_child(model, arch, batches),
                      "params": cost["params"], "flops": cost["flops"],
                      "seq_len": args.seq_len})
     width = max([len(r["arch"]) for r in rows] + [5])
     print(f"{'child':<{width}}  {'valid_loss':>10}  {'params':>10}  {'FLOPs@' + str(args.seq_len):>10}")
     for r in rows:
-        print(f"{r['arch']:<{width}}  {r['valid_loss']:>10.3f}  {r['params']:>10,}  {r['flops']:>10.3g}")
+        note = "  (anchor)" if r["anchor"] else ""
+        print(f"{r['arch']:<{width}}  {r['valid_loss']:>10.3f}  {r['params']:>10,}  "
+              f"{r['flops']:>10.3g}{note}")
     print(f"search space: {space}; loss in bits per masked token on "
           f"{len(batches)} '{args.split}' batches")
     if args.json_out:
