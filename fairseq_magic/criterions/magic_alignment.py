@@ -87,8 +87,13 @@ class MagicAlignmentLoss(FairseqCriterion):
             raise MagicConfigError(
                 f"--magic-align-warmup-epochs {cfg.magic_align_warmup_epochs}: expected >= 0")
         space = getattr(task, "search_space", None)
+        # Validate the block size only where alignment can happen: a plain SPOS
+        # or MAGIC-T run must not fail over a flag it never uses.
+        uses_alignment = cfg.magic_align_lambda > 0 and (
+            cfg.magic_align_target == "average"
+            or getattr(task, "anchor_policy", None) is not None)
         self.boundaries = (block_boundaries(space.num_layers, cfg.magic_align_every)
-                           if space is not None else None)
+                           if space is not None and uses_alignment else None)
 
     def alignment_on(self) -> bool:
         task = self.task
