@@ -28,6 +28,7 @@ from fairseq.logging import metrics
 from ..core.alignment import alignment_loss, average_hiddens, block_boundaries
 from ..core.samplers import random_arch
 from ..core.space import MagicConfigError
+from ..tasks.magic_task import unwrap_model
 
 
 @dataclass
@@ -61,12 +62,6 @@ def mlm_loss(model, sample, padding_idx, return_all_hiddens=False):
     loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1),
                            reduction="sum", ignore_index=padding_idx)
     return loss, sample_size, extra
-
-
-def unwrap(model):
-    while hasattr(model, "module"):
-        model = model.module
-    return model
 
 
 @register_criterion("magic_alignment", dataclass=MagicAlignmentConfig)
@@ -108,7 +103,7 @@ class MagicAlignmentLoss(FairseqCriterion):
     @torch.no_grad()
     def alignment_targets(self, model, sample):
         """Target hidden states, per layer, computed without gradient in eval mode."""
-        bare = unwrap(model)
+        bare = unwrap_model(model)
         encoder = bare.encoder.sentence_encoder
         tokens = sample["net_input"]["src_tokens"]
         if self.cfg.magic_align_target == "anchor":
