@@ -99,3 +99,69 @@ def test_bad_method_values_fail_before_training(data_bin, tmp_path, extra, needl
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and needle in out, out[-2000:]
     assert "begin training" not in out
+
+
+def test_top_p_anchor_average_target_and_interference_monitor(data_bin, tmp_path):
+    proc = run_train(train_args(
+        data_bin, tmp_path / "tp", "--magic-method", "magic_t", "--magic-anchor", "top_p",
+        "--magic-anchor-population", "4", "--magic-anchor-valid-batches", "1",
+        "--magic-align-warmup-epochs", "1", "--batch-size", "64", "--max-epoch", "2",
+        "--magic-interference-interval", "2", updates=1000))
+    out = proc.stdout + proc.stderr
+    # top_p picks an anchor at the start of every epoch (= end of the previous)
+    assert re.search(r"anchor at epoch 1: [a-z0-9,]+ \(valid loss", out)
+    state = torch.load(tmp_path / "tp" / "checkpoint_last.pt")["extra_state"]["MagicTask"]
+    assert state["anchor"]["last_epoch"] == 2 and state["anchor"]["arch"]
+    cos = [float(x) for x in re.findall(r"interference_cos=(-?[0-9.]+)", out)]
+    assert cos and all(-1.0 <= c <= 1.0 for c in cos)
+    # average target (appendix A.2): alignment without any anchor, SPOS paths
+    avg = run_train(train_args(data_bin, tmp_path / "avg", "--magic-align-target", "average",
+                               "--magic-align-avg-children", "3",
+                               "--magic-align-warmup-epochs", "0", updates=3))
+    assert re.search(r"align_loss=[0-9.]+", avg.stdout + avg.stderr)
+
+
+def test_update_freq_trains_one_path_per_update(data_bin, tmp_path):
+    # With 2 micro-batches per update, a second path would move candidates off
+    # the logged path; the probe checks every off-path tensor is bit-identical.
+    import subprocess
+    import sys
+    from conftest import REPO
+
+    args = train_args(data_bin, tmp_path / "uf", "--update-freq", "2", "--magic-method",
+                      "magic_at", "--magic-align-warmup-epochs", "0",
+                      "--magic-anchor-interval", "2", "--magic-anchor-valid-batches", "1",
+                      "--magic-path-log", str(tmp_path / "uf.jsonl"), updates=5)
+    proc = subprocess.run([sys.executable, f"{REPO}/scripts/check_unused_candidates.py",
+                           "--report", str(tmp_path / "rep.json"), "--", *args],
+                          capture_output=True, text=True, timeout=300)
+    rep = json.load(open(tmp_path / "rep.json"))
+    assert proc.returncode == 0 and rep["updates"] == 5, proc.stderr[-2000:]
+    assert rep["off_path_tensors_changed"] == 0 and rep["off_path_tensors_checked"] > 0
+    assert [r["update"] for r in _log(tmp_path / "uf.jsonl")] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("name", ["spos_tiny", "spos_base", "magic_t_tiny", "magic_t_base",
+                                  "magic_a_tiny", "magic_a_base", "magic_at_tiny",
+                                  "magic_at_base"])
+def test_shipped_hydra_configs_compose(name):
+    import os
+    import subprocess
+    import sys
+    from conftest import REPO
+
+    method = name.rsplit("_", 1)[0]
+    cmd = [os.path.join(os.path.dirname(sys.executable), "fairseq-hydra-train"),
+           "--config-dir", os.path.join(REPO, "configs"), "--config-name", name,
+           "task.data=/x", "--cfg", "job"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert f"magic_method: {method}" in out
+    assert re.search(r"batch_size: \d+", out)  # no schema default left unset
+    base = name.endswith("_base")
+    assert ("encoder_layers: 26" in out) == base and ("lr:\n  - 0.0005" in out) == base
+    if method in ("magic_a", "magic_at"):
+        every = int(re.search(r"magic_align_every: (\d+)", out).group(1))
+        layers = int(re.search(r"encoder_layers: (\d+)", out).group(1))
+        assert layers % every == 0
