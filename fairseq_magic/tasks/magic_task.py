@@ -22,7 +22,8 @@ from fairseq.tasks.masked_lm import MaskedLMConfig, MaskedLMTask
 
 from ..core.anchor import ANCHOR_POLICIES, AnchorState, build_anchor_policy
 from ..core.samplers import SAMPLERS, build_sampler, random_arch
-from ..core.space import Arch, MagicConfigError
+from ..core.shrinking import ProgressiveShrinking
+from ..core.space import Arch, MagicConfigError, SearchSpace
 
 # One flag per method (paper section 4): which sampler and which anchor rule.
 # --magic-sampler / --magic-anchor override the method's choice.
@@ -68,6 +69,21 @@ class MagicTaskConfig(MaskedLMConfig):
                                 "the top (p +- r)%"})
     magic_anchor_population: int = field(
         default=20, metadata={"help": "top_p: random children scored at each epoch end"})
+    magic_shrink: bool = field(
+        default=False, metadata={"help": "progressive shrinking (paper section 5.1, from "
+                                 "NAS-BERT): at each epoch end remove the worst-rated "
+                                 "(layer, operator) candidates until one child remains; "
+                                 "leave off when analysing rank correlation"})
+    magic_shrink_per_epoch: int = field(
+        default=5, metadata={"help": "candidates removed at each epoch end"})
+    magic_shrink_children: int = field(
+        default=50, metadata={"help": "children scored to rate the candidates"})
+    magic_max_params: int = field(
+        default=0, metadata={"help": "shrinking keeps a child with at most this many "
+                             "parameters in the space (0 = no bound)"})
+    magic_max_flops: float = field(
+        default=0, metadata={"help": "shrinking keeps a child with at most this many "
+                             "FLOPs (128 tokens) in the space (0 = no bound)"})
     magic_interference_interval: int = field(
         default=0, metadata={"help": "every N updates, log the cosine similarity of "
                              "consecutive updates' gradients on the operators both "
@@ -143,6 +159,11 @@ class MagicTask(MaskedLMTask):
         self._prev_grads = None
         self._checked_training_setup = False
         self._last_step_update = None
+        self._model = None
+        self.shrinker = (ProgressiveShrinking(cfg.magic_shrink_per_epoch,
+                                              cfg.magic_shrink_children)
+                         if cfg.magic_shrink else None)
+        self.shrink_history = []  # [{"epoch", "removed": [[layer, op, rating]], "size"}]
 
     @classmethod
     def setup_task(cls, cfg: MagicTaskConfig, **kwargs):
@@ -167,7 +188,14 @@ class MagicTask(MaskedLMTask):
         model = super().build_model(cfg, from_checkpoint)
         space = getattr(model, "search_space", None)
         if space is not None and space.size() > 1:
+            self._model = model
             self.search_space = space
+            if self.shrinker is not None:
+                self.shrinker.constraint_fn = lambda sp: constraint_violation(
+                    model, sp, self.cfg.magic_max_params, self.cfg.magic_max_flops)
+                problem = self.shrinker.constraint_fn(space)
+                if problem:
+                    raise MagicConfigError(problem)
             options = {"k": self.cfg.magic_t_k} if self.sampler_name == "magic_t" else {}
             self.sampler = build_sampler(self.sampler_name, space, self.cfg.seed, **options)
             if self._pending_state is not None:
@@ -228,6 +256,7 @@ class MagicTask(MaskedLMTask):
     def begin_epoch(self, epoch, model):
         super().begin_epoch(epoch, model)
         self.epoch = epoch
+        self._maybe_shrink(model, epoch)
         if self.anchor_name == "top_p" and self.sampler is not None:
             # Run at the start of epoch e = the end of epoch e-1 (and once at
             # the start, to pick a first anchor); same-epoch reruns on resume
@@ -239,6 +268,39 @@ class MagicTask(MaskedLMTask):
             if replaced or old != self.anchor.arch:
                 logger.info(f"anchor at epoch {epoch}: {self.anchor.arch} (valid loss "
                             f"{self.anchor.score:.4f}, {self.anchor.replacements} replacements)")
+
+    # ---- progressive shrinking ----
+    def set_search_space(self, space: SearchSpace) -> None:
+        """Make ``space`` the space everything samples from: model, sampler, anchor."""
+        self.search_space = space
+        self.sampler.space = space
+        if self._model is not None:
+            self._model.search_space = space
+        if self.anchor.arch is not None and not space.contains(self.anchor.arch):
+            logger.info(f"anchor {self.anchor.arch} left the shrunk space; the next "
+                        "trained child becomes the anchor")
+            self.anchor.arch, self.anchor.score = None, None
+
+    def _maybe_shrink(self, model, epoch: int) -> None:
+        # At the start of epoch e we shrink for the end of epoch e-1; a resumed
+        # run re-entering an epoch it already shrank for does nothing.
+        if self.shrinker is None or self.sampler is None or epoch < 2:
+            return
+        done_for = self.shrink_history[-1]["epoch"] if self.shrink_history else 0
+        if epoch - 1 <= done_for or self.shrinker.done(self.search_space):
+            return
+        new_space, removed, _, _ = self.shrinker.step(
+            self.search_space, lambda a: self.score_arch(model, a), self.cfg.seed, epoch - 1)
+        self.shrink_history.append({
+            "epoch": epoch - 1, "size": new_space.size(),
+            "removed": [[int(l), str(o), float(r)] for l, o, r in removed]})
+        self.set_search_space(new_space)
+        gone = ", ".join(f"layer {l}:{o}" for l, o, _ in removed)
+        logger.info(f"shrinking after epoch {epoch - 1}: removed {gone}; "
+                    f"{new_space.size():.4g} children left")
+        if new_space.size() == 1:
+            logger.info(f"shrinking finished: the child is "
+                        f"{','.join(c[0] for c in new_space.choices)}")
 
     def _anchor_valid_batches(self, model):
         if self._anchor_batches is None:
@@ -322,8 +384,9 @@ class MagicTask(MaskedLMTask):
         if self.sampler is None:
             return None
         last = self.sampler.state_dict()["path"]
-        if last is not None:
+        if last is not None and self.sampler.space.contains(last):
             return last
+        # nothing trained yet, or the last child left the space by shrinking
         return random_arch(self.sampler.space, random.Random(f"magic-valid:{self.cfg.seed}"))
 
     def valid_step(self, sample, model, criterion):
@@ -339,6 +402,7 @@ class MagicTask(MaskedLMTask):
             state["sampler"] = self.sampler.state_dict()
             state["search_space"] = self.sampler.space.state_dict()
             state["anchor"] = self.anchor.state_dict()
+            state["shrink_history"] = self.shrink_history
         return {type(self).__name__: state}
 
     def set_checkpoint_dict(self, state):
@@ -347,6 +411,15 @@ class MagicTask(MaskedLMTask):
         if self.sampler is None:
             self._pending_state = state
             return
+        if "search_space" in state:
+            space = SearchSpace.from_state_dict(state["search_space"])
+            if space.candidates != self.search_space.candidates or \
+                    space.num_layers != self.search_space.num_layers:
+                raise MagicConfigError(
+                    f"checkpoint search space {space} does not match the model's "
+                    f"{self.search_space}: expected the same operators and depth")
+            self.set_search_space(space)
+        self.shrink_history = list(state.get("shrink_history", []))
         self.sampler.load_state_dict(state["sampler"])
         if "anchor" in state:
             self.anchor.load_state_dict(state["anchor"])
@@ -371,6 +444,32 @@ def resolve_method(cfg):
             f"--magic-anchor {anchor!r}: expected one of "
             f"{['none'] + sorted(ANCHOR_POLICIES)}")
     return sampler, anchor
+
+
+def constraint_violation(model, space, max_params=0, max_flops=0):
+    """None if some child of ``space`` meets the bounds, else a message. The
+    cost model is additive over layers, so the cheapest child takes each
+    layer's cheapest operator."""
+    if not max_params and not max_flops:
+        return None
+    cheapest = {}
+    for key in ("params", "flops"):
+        arch = []
+        for choices in space.choices:
+            costs = []
+            for op in choices:
+                probe = [c[0] for c in space.choices]
+                probe[len(arch)] = op
+                costs.append((model.child_cost(probe)[key], op))
+            arch.append(min(costs)[1])
+        cheapest[key] = model.child_cost(arch)[key]
+    if max_params and cheapest["params"] > max_params:
+        return (f"--magic-max-params {max_params}: the smallest child of the space has "
+                f"{cheapest['params']} parameters")
+    if max_flops and cheapest["flops"] > max_flops:
+        return (f"--magic-max-flops {max_flops:g}: the cheapest child of the space has "
+                f"{cheapest['flops']:.4g} FLOPs")
+    return None
 
 
 def data_parallel_rank_and_size():
