@@ -14,6 +14,8 @@ setup(
         "console_scripts": [
             "magic-train-cpu-ddp = fairseq_magic.cli.train_cpu_ddp:cli_main",
             "magic-children = fairseq_magic.cli.children:cli_main",
+            "magic-search = fairseq_magic.cli.search:cli_main",
+            "magic-export = fairseq_magic.cli.export:cli_main",
         ]
     },
 )

@@ -1,0 +1,109 @@
+"""magic-search end to end on a tiny super-net (evolution, resume, fine-tune, errors)."""
+
+import contextlib
+import hashlib
+import io
+import json
+import sys
+import time
+
+import pytest
+
+from conftest import run_train, train_args
+
+TINY = ["--population", "6", "--parents", "3", "--mutation-num", "4", "--crossover-num", "4",
+        "--generations", "2", "--max-batches", "2", "--batch-size", "8", "--no-progress"]
+
+
+class Result:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def _search(*args):
+    """Run magic-search in-process (a subprocess spends seconds importing fairseq);
+    exit codes and messages are those of the console script's cli_main."""
+    from fairseq_magic.cli import search
+
+    out, err = io.StringIO(), io.StringIO()
+    argv = sys.argv
+    sys.argv = ["magic-search", *args]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            search.cli_main()
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    finally:
+        sys.argv = argv
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(scope="module")
+def ckpt(data_bin, tmp_path_factory):
+    d = tmp_path_factory.mktemp("search")
+    run_train(train_args(data_bin, d / "sn", updates=5))
+    return str(d / "sn" / "checkpoint_last.pt")
+
+
+def _sha(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def test_evolution_writes_results_and_resumes(ckpt, tmp_path):
+    out = tmp_path / "evo"
+    max_params = 14000
+    proc = _search(ckpt, "--out", str(out), "--max-params", str(max_params), *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.load(open(out / "search.json"))
+    assert (out / "search.png").stat().st_size > 1000
+    assert (out / "search_state.json").exists()
+    assert 1 <= len(res["top_k"]) <= 5 and len(res["history"]) == 3
+    assert res["num_evaluations"] == len(res["evaluated"]) >= 6
+    assert all(r["params"] <= max_params for r in res["evaluated"])
+    scores = [r["score"] for r in res["top_k"]]
+    assert scores == sorted(scores) and all(3.0 < s < 8.0 for s in scores)
+    assert res["top_k"][0]["spec"] in proc.stdout
+    # --resume on a finished search: nothing is rescored, same result
+    t = time.time()
+    again = _search(ckpt, "--out", str(out), "--max-params", str(max_params), "--resume", *TINY)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.load(open(out / "search.json")) == res
+    assert time.time() - t < 30
+    # another config on the same directory is refused; no --resume is refused
+    bad = _search(ckpt, "--out", str(out), "--max-params", str(max_params), "--resume",
+                  *TINY, "--max-batches", "3")
+    assert bad.returncode == 2 and "magic-search: error:" in bad.stderr, bad.stderr[-2000:]
+    assert "max_batches: saved 2 vs now 3" in bad.stderr
+    fresh = _search(ckpt, "--out", str(out), *TINY)
+    assert fresh.returncode == 2 and "--resume" in fresh.stderr
+
+
+def test_finetune_scores_without_touching_the_supernet(ckpt, tmp_path):
+    before = _sha(ckpt)
+    out = tmp_path / "ft"
+    args = [ckpt, "--out", str(out), "--strategy", "random", "--samples", "4",
+            "--finetune-steps", "2", "--finetune-lr", "1e-3", *TINY]
+    proc = _search(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _sha(ckpt) == before
+    res = json.load(open(out / "search.json"))
+    assert res["num_evaluations"] == 4 and res["config"]["finetune_steps"] == 2
+    assert all(3.0 < r["score"] < 8.0 for r in res["top_k"])
+    # deterministic: the same search in another directory gives the same scores
+    proc2 = _search(*[a if a != str(out) else str(tmp_path / "ft2") for a in args])
+    assert proc2.returncode == 0, proc2.stderr[-3000:]
+    assert json.load(open(tmp_path / "ft2" / "search.json"))["top_k"] == res["top_k"]
+    assert _sha(ckpt) == before
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--max-params", "100", "--min-flops", "1e15"], "is below the smallest child's"),
+    (["--finetune-lr", "0"], "--finetune-lr"),
+])
+def test_bad_inputs(ckpt, tmp_path, args, needle):
+    proc = _search(ckpt, "--out", str(tmp_path / "x"), *TINY, *args)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "magic-search: error:" in proc.stderr and needle in proc.stderr, proc.stderr[-2000:]
+    if "--max-params" in args:  # both bounds named, with the achievable range
+        assert "--min-flops" in proc.stderr and "Achievable: params" in proc.stderr
