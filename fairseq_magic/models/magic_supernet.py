@@ -126,9 +126,11 @@ class MagicSupernetModel(RobertaModel):
                 _fill_defaults(cfg, cls.config_class)
         else:
             _fill_defaults(cfg, cls.config_class)
-        tokens = getattr(getattr(task, "cfg", None), "tokens_per_sample", None) or 512
-        max_positions = cfg.max_positions or tokens
-        if tokens > max_positions:
+        # masked_lm-style tasks size inputs with --tokens-per-sample; others
+        # (sentence_prediction) only know --max-positions.
+        tokens = getattr(getattr(task, "cfg", None), "tokens_per_sample", None)
+        max_positions = cfg.max_positions or tokens or 512
+        if tokens and tokens > max_positions:
             raise MagicConfigError(
                 f"--tokens-per-sample {tokens} exceeds --max-positions {max_positions}")
         if cfg.magic_embed_dim < 0:
