@@ -169,9 +169,10 @@ class FinetuneScorer:
 def plot(path, result):
     import logging
 
+    # before the import: matplotlib logs its set-up at DEBUG on import
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     import matplotlib
 
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
