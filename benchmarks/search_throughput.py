@@ -59,14 +59,13 @@ if REPO not in sys.path:  # run as a script from a checkout without installing
 
 import torch  # noqa: E402
 
+from benchmarks.results_io import write_json, write_markdown  # noqa: E402
+
 TARGET = 1.1
 DEFAULT_JSON = os.path.join("benchmarks", "results", "search_throughput.json")
 DEFAULT_MD = os.path.join("benchmarks", "RESULTS.md")
 MD_BEGIN = "<!-- search_throughput:begin -->"
 MD_END = "<!-- search_throughput:end -->"
-MD_HEADER = ("# Benchmark results\n\n"
-             "Every section below is written by the script it names, from a real run;\n"
-             "rerunning a script replaces its section. Do not edit the numbers by hand.\n")
 USER_DIR = os.path.join(REPO, "fairseq_magic")
 
 
@@ -445,37 +444,6 @@ def resolve(path, default):
     return os.path.abspath(path) if path else os.path.join(REPO, default)
 
 
-def write_json(path, result):
-    data = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            data = json.load(f)
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a JSON object, found {type(data).__name__}")
-    data.update(result)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def write_markdown(path, section):
-    text = MD_HEADER
-    if os.path.exists(path):
-        with open(path) as f:
-            text = f.read()
-    begin, end = text.find(MD_BEGIN), text.find(MD_END)
-    if begin != -1 and end > begin:
-        text = text[:begin] + section + text[end + len(MD_END):].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def markdown_section(res) -> str:
@@ -574,7 +542,7 @@ def main(argv=None) -> int:
     json_path = resolve(args.json_out, DEFAULT_JSON)
     md_path = resolve(args.results_md, DEFAULT_MD)
     write_json(json_path, res)
-    write_markdown(md_path, markdown_section(res))
+    write_markdown(md_path, markdown_section(res), MD_BEGIN, MD_END)
     print_summary(res, os.path.relpath(json_path), os.path.relpath(md_path))
     return 1 if args.check and not res["pass"] else 0
 

@@ -78,6 +78,8 @@ if REPO not in sys.path:  # run as a script from a checkout without installing
     sys.path.insert(0, REPO)
 
 import torch  # noqa: E402
+
+from benchmarks.results_io import write_json, write_markdown  # noqa: E402
 from fairseq.data import Dictionary  # noqa: E402
 
 import fairseq_magic  # noqa: E402,F401  (registers models/criterion with fairseq)
@@ -119,9 +121,6 @@ def _task_default(name):
 DEFAULT_ANCHOR_INTERVAL = _task_default("magic_anchor_interval")
 DEFAULT_ANCHOR_VALID_BATCHES = _task_default("magic_anchor_valid_batches")
 DEFAULT_ANCHOR_VALID_BATCH_SIZE = _task_default("magic_anchor_valid_batch_size")
-MD_HEADER = ("# Benchmark results\n\n"
-             "Every section below is written by the script it names, from a real run;\n"
-             "rerunning a script replaces its section. Do not edit the numbers by hand.\n")
 
 
 def parse_args(argv=None):
@@ -973,21 +972,6 @@ def resolve(path, default: str) -> str:
     return os.path.abspath(path) if path else os.path.join(REPO, default)
 
 
-def write_json(path: str, result: dict) -> None:
-    data = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            data = json.load(f)  # a corrupt file is an error, not something to overwrite
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a JSON object, found {type(data).__name__}")
-    data.update(result)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-
 
 def markdown_section(res: dict) -> str:
     c, m = res["config"], res["machine"]
@@ -1154,23 +1138,6 @@ def magic_markdown_section(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_markdown(path: str, section: str, begin_marker: str = MD_BEGIN,
-                   end_marker: str = MD_END) -> None:
-    text = MD_HEADER
-    if os.path.exists(path):
-        with open(path) as f:
-            text = f.read()
-    begin, end = text.find(begin_marker), text.find(end_marker)
-    if begin != -1 and end > begin:
-        text = text[:begin] + section + text[end + len(end_marker):].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
 
 def print_summary(res: dict, json_path: str, md_path: str) -> None:
     if "supernet_over_child" in res:
@@ -1257,7 +1224,7 @@ def main(argv=None) -> int:
     md_path = resolve(args.results_md, DEFAULT_MD)
     write_json(json_path, res)
     if "supernet_over_child" in res:
-        write_markdown(md_path, markdown_section(res))
+        write_markdown(md_path, markdown_section(res), MD_BEGIN, MD_END)
     if "magic_overhead" in res:
         write_markdown(md_path, magic_markdown_section(res), MAGIC_MD_BEGIN, MAGIC_MD_END)
     print_summary(res, os.path.relpath(json_path), os.path.relpath(md_path))

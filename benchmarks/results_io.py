@@ -1,0 +1,46 @@
+"""Recording benchmark results: merge a JSON file, replace a marked RESULTS.md section.
+
+Shared by every script in benchmarks/ so each rerun replaces only its own
+numbers, atomically (a crash never leaves a half-written results file).
+"""
+
+import json
+import os
+
+MD_HEADER = ("# Benchmark results\n\n"
+             "Every section below is written by the script it names, from a real run;\n"
+             "rerunning a script replaces its section. Do not edit the numbers by hand.\n")
+
+
+def _atomic_write(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: str, result: dict) -> None:
+    """Merge ``result`` into the JSON object at ``path`` (other keys are kept)."""
+    data = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            data = json.load(f)  # a corrupt file is an error, not something to overwrite
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    data.update(result)
+    _atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def write_markdown(path: str, section: str, begin_marker: str, end_marker: str) -> None:
+    """Replace the text between the markers (``section`` includes them), or append it."""
+    text = MD_HEADER
+    if os.path.exists(path):
+        with open(path) as f:
+            text = f.read()
+    begin, end = text.find(begin_marker), text.find(end_marker)
+    if begin != -1 and end > begin:
+        text = text[:begin] + section + text[end + len(end_marker):].lstrip("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    _atomic_write(path, text)
