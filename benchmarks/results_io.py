@@ -6,6 +6,7 @@ numbers, atomically (a crash never leaves a half-written results file).
 
 import json
 import os
+import platform
 
 MD_HEADER = ("# Benchmark results\n\n"
              "Every section below is written by the script it names, from a real run;\n"
@@ -44,3 +45,29 @@ def write_markdown(path: str, section: str, begin_marker: str, end_marker: str) 
     else:
         text = text.rstrip("\n") + "\n\n" + section
     _atomic_write(path, text)
+
+
+def load_avg():
+    """1-minute load average: on a shared machine, timings mean little above the thread count."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def host_info() -> dict:
+    """CPU model and count, platform, Python and torch versions of this machine."""
+    import torch
+
+    cpu_model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu_model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count()
+    return {"cpu": cpu_model, "cpu_count": cpus, "platform": platform.platform(),
+            "python": platform.python_version(), "torch": torch.__version__}

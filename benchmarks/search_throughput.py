@@ -44,7 +44,6 @@ import datetime
 import importlib.util
 import json
 import os
-import platform
 import shlex
 import shutil
 import statistics
@@ -59,7 +58,7 @@ if REPO not in sys.path:  # run as a script from a checkout without installing
 
 import torch  # noqa: E402
 
-from benchmarks.results_io import write_json, write_markdown  # noqa: E402
+from benchmarks.results_io import host_info, load_avg, write_json, write_markdown  # noqa: E402
 
 TARGET = 1.1
 DEFAULT_JSON = os.path.join("benchmarks", "results", "search_throughput.json")
@@ -306,10 +305,6 @@ def bare_forwards(model, specs, batches):
     return times
 
 
-def load_avg():
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-
-
 def run_benchmark(args):
     threads = torch.get_num_threads()
     root = args.work_dir or tempfile.mkdtemp(prefix="search-throughput-")
@@ -418,21 +413,7 @@ def _run_benchmark(args, root):
 # ---------------------------------------------------------------- reporting
 
 def machine_info() -> dict:
-    cpu_model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu_model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count()
-    return {"cpu": cpu_model, "cpu_count": cpus, "platform": platform.platform(),
-            "python": platform.python_version(), "torch": torch.__version__}
+    return host_info()
 
 
 def command_line(argv) -> str:

@@ -63,7 +63,6 @@ import importlib.util
 import itertools
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -79,7 +78,7 @@ if REPO not in sys.path:  # run as a script from a checkout without installing
 
 import torch  # noqa: E402
 
-from benchmarks.results_io import write_json, write_markdown  # noqa: E402
+from benchmarks.results_io import host_info, load_avg, write_json, write_markdown  # noqa: E402
 from fairseq.data import Dictionary  # noqa: E402
 
 import fairseq_magic  # noqa: E402,F401  (registers models/criterion with fairseq)
@@ -375,10 +374,6 @@ def _run_benchmark(args):
     if "magic_at" in args.parts or "anchor" in args.parts:
         result.update(_run_magic(args))
     return result
-
-
-def load_avg():
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
 def _run_child(args):
@@ -941,21 +936,7 @@ def _run_magic(args):
 # ---------------------------------------------------------------- reporting
 
 def machine_info(device: str) -> dict:
-    cpu_model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu_model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count()
-    info = {"cpu": cpu_model, "cpu_count": cpus, "platform": platform.platform(),
-            "python": platform.python_version(), "torch": torch.__version__}
+    info = host_info()
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
