@@ -41,7 +41,6 @@ ratio; with ``--check``, 1 when it is over the target.
 import argparse
 import contextlib
 import datetime
-import importlib.util
 import json
 import os
 import shlex
@@ -58,7 +57,8 @@ if REPO not in sys.path:  # run as a script from a checkout without installing
 
 import torch  # noqa: E402
 
-from benchmarks.results_io import host_info, load_avg, write_json, write_markdown  # noqa: E402
+from benchmarks.common import (host_info, kjv_file, load_avg, write_json,  # noqa: E402
+                               write_markdown)
 
 TARGET = 1.1
 DEFAULT_JSON = os.path.join("benchmarks", "results", "search_throughput.json")
@@ -120,13 +120,6 @@ def parse_args(argv=None):
 
 
 # ---------------------------------------------------------------- setup
-
-def kjv_file():
-    spec = importlib.util.find_spec("bible")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = os.path.join(list(spec.submodule_search_locations)[0], "data", "kjv.jsonl")
-    return path if os.path.isfile(path) else None
 
 
 def corpus_lines(args):

