@@ -82,7 +82,7 @@ from benchmarks.common import (host_info, kjv_file, load_avg, write_json,  # noq
 from fairseq.data import Dictionary  # noqa: E402
 
 import fairseq_magic  # noqa: E402,F401  (registers models/criterion with fairseq)
-from fairseq_magic.criterions.magic_alignment import mlm_loss  # noqa: E402
+from fairseq_magic.model_utils import mlm_loss  # noqa: E402
 from fairseq_magic.core.space import parse_op  # noqa: E402
 from fairseq_magic.core.cost import op_flops  # noqa: E402
 from fairseq_magic.models.magic_supernet import (  # noqa: E402
@@ -631,7 +631,7 @@ def path_body_flops(path, hidden, seq_len):
 
 
 def _run_magic(args):
-    from fairseq_magic.tasks.magic_task import unwrap_model
+    from fairseq_magic.model_utils import unwrap_model
 
     device = torch.device(args.device)
     cuda = device.type == "cuda"

@@ -81,7 +81,7 @@ def fixed_batches(task, split: str = "valid", max_batches: int = 8,
 def child_loss_sums(model, arch, batches: Iterable[dict]):
     """(summed MLM loss in nats, number of masked tokens) of ``arch`` over
     ``batches``, in eval mode; the model's active path and mode are restored."""
-    from .criterions.magic_alignment import mlm_loss
+    from .model_utils import mlm_loss
 
     was_training = model.training
     previous = model.get_active_path()

@@ -106,3 +106,13 @@ def masked_batch(task, n=4, seed=0):
     from fairseq_magic.evaluation import fixed_batches
 
     return fixed_batches(task, "valid", max_batches=1, batch_size=n)[0]
+
+
+@pytest.fixture(scope="session")
+def trained_supernet(data_bin, tmp_path_factory):
+    """Path of a tiny SPOS super-net checkpoint trained for 5 updates, shared by
+    every test that only READS it (scoring, search, export, analysis). A test
+    that writes next to it or changes it must copy it first."""
+    d = tmp_path_factory.mktemp("trained_supernet")
+    run_train(train_args(data_bin, d, updates=5))
+    return str(d / "checkpoint_last.pt")

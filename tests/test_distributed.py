@@ -90,7 +90,7 @@ PROBE = textwrap.dedent("""
     import torch
     from fairseq.trainer import Trainer
     from fairseq_magic.cli import train_cpu_ddp
-    from fairseq_magic.tasks.magic_task import unwrap_model
+    from fairseq_magic.model_utils import unwrap_model
 
     out_dir = sys.argv.pop(1)
     seen = {}

@@ -143,7 +143,7 @@ class FinetuneScorer:
     def __call__(self, arch) -> float:
         import torch
 
-        from ..criterions.magic_alignment import mlm_loss
+        from ..model_utils import mlm_loss
         from ..evaluation import score_child
 
         scratch = self.scratch

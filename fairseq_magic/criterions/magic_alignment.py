@@ -19,7 +19,6 @@ import random
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from fairseq import utils
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
@@ -28,7 +27,7 @@ from fairseq.logging import metrics
 from ..core.alignment import alignment_loss, average_hiddens, block_boundaries
 from ..core.samplers import random_arch
 from ..core.space import MagicConfigError
-from ..tasks.magic_task import unwrap_model
+from ..model_utils import mlm_loss, unwrap_model
 
 
 @dataclass
@@ -45,23 +44,6 @@ class MagicAlignmentConfig(FairseqDataclass):
                                     "mean hidden states of C random children)"})
     magic_align_avg_children: int = field(
         default=4, metadata={"help": "C, children averaged by --magic-align-target average"})
-
-
-def mlm_loss(model, sample, padding_idx, return_all_hiddens=False):
-    """Summed MLM cross-entropy, the number of masked tokens, and the extra dict."""
-    masked_tokens = sample["target"].ne(padding_idx)
-    sample_size = int(masked_tokens.sum())
-    if sample_size == 0:
-        # Rare (tiny batches): project every token so the graph still has a loss.
-        masked_tokens = None
-    logits, extra = model(**sample["net_input"], masked_tokens=masked_tokens,
-                          return_all_hiddens=return_all_hiddens)
-    targets = sample["target"]
-    if masked_tokens is not None:
-        targets = targets[masked_tokens]
-    loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1),
-                           reduction="sum", ignore_index=padding_idx)
-    return loss, sample_size, extra
 
 
 @register_criterion("magic_alignment", dataclass=MagicAlignmentConfig)

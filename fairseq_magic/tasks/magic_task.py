@@ -24,6 +24,7 @@ from ..core.anchor import ANCHOR_POLICIES, AnchorState, build_anchor_policy
 from ..core.samplers import SAMPLERS, build_sampler, random_arch
 from ..core.shrinking import ProgressiveShrinking
 from ..core.space import Arch, MagicConfigError, SearchSpace
+from ..model_utils import unwrap_model
 
 # One flag per method (paper section 4): which sampler and which anchor rule.
 # --magic-sampler / --magic-anchor override the method's choice.
@@ -95,14 +96,6 @@ class MagicTaskConfig(MaskedLMConfig):
     magic_valid_arch: Optional[str] = field(
         default=None, metadata={"help": "child to validate on (spec); default: the "
                                 "child of the most recent update"})
-
-
-def unwrap_model(model):
-    """The bare fairseq model under DDP / proxy wrappers. Set state on this: the
-    DDP wrapper forwards attribute reads, not assignments."""
-    while hasattr(model, "module"):
-        model = model.module
-    return model
 
 
 class PathLog:
