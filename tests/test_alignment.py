@@ -21,15 +21,17 @@ TARGET = [t([[0.0, 0.0], [0.0, 0.0]]), t([[0.0, 2.0], [1.0, 1.0]])]
 
 def test_block_boundaries():
     assert block_boundaries(8, 4) == [3, 7]
-    assert block_boundaries(26, 2) == list(range(1, 26, 2))
-    assert block_boundaries(26, 2)[-1] == 25 and len(block_boundaries(26, 2)) == 13
     assert block_boundaries(8, 1) == list(range(8))
     assert block_boundaries(8, 8) == [7]
-    with pytest.raises(MagicConfigError, match=r"--magic-align-every 3 does not divide "
-                                               r"the number of layers 8: expected a divisor of 8"):
-        block_boundaries(8, 3)
-    for bad in (0, -4):
-        with pytest.raises(MagicConfigError, match=r"--magic-align-every .*8"):
+    # The paper's base super-net: 26 layers aligned every 4 -> 1-based layers
+    # 4, 8, ..., 24 and the top layer 26 (0-based 3, 7, ..., 23, 25).
+    assert block_boundaries(26, 4) == [3, 7, 11, 15, 19, 23, 25]
+    assert block_boundaries(6, 4) == [3, 5]
+    assert block_boundaries(8, 3) == [2, 5, 7]
+    assert block_boundaries(3, 10) == [2]  # larger than the depth: the top layer only
+    assert block_boundaries(1, 1) == [0]
+    for bad in (0, -4, 2.0, True):
+        with pytest.raises(MagicConfigError, match=r"--magic-align-every .*positive integer"):
             block_boundaries(8, bad)
 
 

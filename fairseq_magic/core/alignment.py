@@ -5,7 +5,8 @@ of the sampled child, where L_align is the sum over aligned layers of the MSE
 between the child's layer outputs and a target's: the anchor child's outputs
 (section 4, Eq. 1) or the average outputs of C random children (appendix A.2,
 Eq. 3-4). The paper aligns block-wise, "in every four layers", so only the
-outputs of the last layer of each block enter the sum (``block_boundaries``).
+outputs of the last layer of each block (and of the top layer) enter the sum
+(``block_boundaries``).
 
 Conventions: every hidden state is ``(batch, time, hidden)``; a list of hidden
 states holds one tensor per layer, 0-based (entry ``i`` is the output of layer
@@ -23,22 +24,24 @@ from .space import MagicConfigError
 def block_boundaries(num_layers: int, every: int) -> List[int]:
     """0-based indices of the layers whose outputs are aligned.
 
-    Blocks of ``every`` layers; the output of each block's last layer is
-    aligned: ``every-1, 2*every-1, ..., num_layers-1``. ``every`` must divide
-    ``num_layers`` so that the top layer (whose output feeds the LM head) is
-    always a boundary and every block has the same size.
+    The paper aligns "in every four layers" of a 26-layer chain (section 5.1),
+    and 4 does not divide 26. Rule: a boundary after every ``every``-th layer,
+    plus the top layer, whose output feeds the LM head and so must always be
+    aligned. 1-based, 26 layers every 4: layers 4, 8, ..., 24 and 26 (seven
+    terms; the last block holds 2 layers). 0-based that is
+    ``every-1, 2*every-1, ..., num_layers-1``. ``every >= num_layers`` aligns
+    the top layer only.
     """
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise MagicConfigError(
-            f"--magic-align-every {every!r}: expected a positive integer that "
-            f"divides the number of layers {num_layers}")
+            f"--magic-align-every {every!r}: expected a positive integer (block size "
+            f"in layers; the model has {num_layers})")
     if num_layers < 1:
         raise MagicConfigError(f"number of layers {num_layers}: expected >= 1")
-    if num_layers % every:
-        raise MagicConfigError(
-            f"--magic-align-every {every} does not divide the number of layers "
-            f"{num_layers}: expected a divisor of {num_layers}")
-    return list(range(every - 1, num_layers, every))
+    out = list(range(every - 1, num_layers, every))
+    if not out or out[-1] != num_layers - 1:
+        out.append(num_layers - 1)
+    return out
 
 
 def _check_layers(name: str, hiddens: Sequence[torch.Tensor], boundaries: Sequence[int]):

@@ -2,8 +2,8 @@
 
     L = L_mlm + lambda * sum_{n in blocks} MSE(H_target_n, H_child_n)
 
-H_n is the output of layer n, taken at block boundaries every
-``--magic-align-every`` layers (paper: 4). The target is the anchor child's
+H_n is the output of layer n, taken at block boundaries: every
+``--magic-align-every``-th layer (paper: 4) and the top layer. The target is the anchor child's
 hidden states (a path of the same super-net, run with the current shared
 weights, without gradient, in eval mode so the targets carry no dropout noise),
 or the average of C random children's (appendix A.2). Alignment switches on
@@ -35,8 +35,8 @@ class MagicAlignmentConfig(FairseqDataclass):
     magic_align_lambda: float = field(
         default=0.5, metadata={"help": "weight lambda of the alignment loss (>= 0)"})
     magic_align_every: int = field(
-        default=4, metadata={"help": "align hidden states every N layers (must divide "
-                             "the number of layers)"})
+        default=4, metadata={"help": "align the outputs of every N-th layer and of the "
+                             "top layer (paper: 4; 26 layers -> layers 4, 8, ..., 24, 26)"})
     magic_align_warmup_epochs: int = field(
         default=3, metadata={"help": "epochs of plain MLM before alignment switches on"})
     magic_align_target: str = field(
