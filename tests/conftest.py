@@ -53,11 +53,12 @@ def data_bin(tmp_path_factory):
     return dest
 
 
-def train_args(data, save_dir, *extra, updates=10, arch="magic_supernet"):
-    """A complete fairseq-train argument list for the tiny model on CPU."""
+def train_args(data, save_dir, *extra, updates=10, arch="magic_supernet", model=TINY_MODEL):
+    """A complete fairseq-train argument list for the tiny model on CPU.
+    ``model``: the model-size flags (pass ``()`` to keep a preset's own)."""
     return [
         data, "--user-dir", USER_DIR, "--task", "magic", "--arch", arch,
-        "--criterion", "magic_alignment", *TINY_MODEL,
+        "--criterion", "magic_alignment", *model,
         "--tokens-per-sample", "32", "--sample-break-mode", "none",
         "--batch-size", "8", "--optimizer", "adam", "--adam-betas", "(0.9,0.999)",
         "--weight-decay", "0.01", "--lr", "1e-3", "--lr-scheduler", "polynomial_decay",
@@ -86,19 +87,93 @@ def run_train(args, env=None, check=True, timeout=600):
     return proc
 
 
-def build_in_process(data, *extra, arch="magic_supernet"):
-    """Build (task, model, criterion) exactly as fairseq-train would, in-process."""
-    from fairseq import options, tasks
+def training_cfg(data, *extra, arch="magic_supernet", model=TINY_MODEL):
+    """fairseq-train's full config for ``train_args(data, ..., *extra)``."""
+    from fairseq import options
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
     parser = options.get_training_parser()
     args = options.parse_args_and_arch(
-        parser, train_args(data, "/nonexistent-unused", *extra, arch=arch))
-    cfg = convert_namespace_to_omegaconf(args)
+        parser, train_args(data, "/nonexistent-unused", *extra, arch=arch, model=model))
+    return convert_namespace_to_omegaconf(args)
+
+
+def build_in_process(data, *extra, arch="magic_supernet", model=TINY_MODEL, cfg=None):
+    """Build (task, model, criterion) exactly as fairseq-train would, in-process.
+    A bad flag raises here (MagicConfigError) where fairseq-train would exit."""
+    from fairseq import tasks
+
+    cfg = cfg if cfg is not None else training_cfg(data, *extra, arch=arch, model=model)
     task = tasks.setup_task(cfg.task)
-    model = task.build_model(cfg.model)
+    net = task.build_model(cfg.model)
     criterion = task.build_criterion(cfg.criterion)
-    return task, model, criterion
+    return task, net, criterion
+
+
+def fairseq_optimizer(cfg, model):
+    """The optimizer fairseq-train builds from ``cfg`` (Adam here), at lr cfg.lr[0]."""
+    from fairseq import optim
+
+    return optim.build_optimizer(cfg.optimizer, [p for p in model.parameters()
+                                                 if p.requires_grad])
+
+
+def train_update(task, model, criterion, optimizer, sample, update_num):
+    """One update as fairseq's Trainer runs it: zero_grad, the task's train_step
+    (forward + backward), the task's optimizer_step. ``update_num`` is 0-based
+    (fairseq's count of finished updates). Returns the logging output."""
+    optimizer.zero_grad()
+    _, _, log = task.train_step(sample, model, criterion, optimizer, update_num)
+    task.optimizer_step(optimizer, model, update_num)
+    return log
+
+
+def reference_loss_bits(model, spec, batches):
+    """MLM loss (bits per masked token) of child ``spec`` over ``batches``,
+    computed here independently of fairseq_magic.evaluation: eval mode, logits
+    of EVERY position (no masked-token projection), log-softmax in float64,
+    masked positions picked afterwards."""
+    import math
+
+    import torch
+
+    pad = model.encoder.dictionary.pad()
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for sample in batches:
+            tokens, target = sample["net_input"]["src_tokens"], sample["target"]
+            x, _ = model.encoder.sentence_encoder(tokens, path=str(spec).split(","))
+            logits = model.encoder.lm_head(x)
+            masked = target.ne(pad)
+            logp = torch.log_softmax(logits.double(), dim=-1)[masked]
+            total -= logp.gather(-1, target[masked].unsqueeze(-1)).sum().item()
+            count += int(masked.sum())
+    model.train(was_training)
+    return total / count / math.log(2)
+
+
+def cli_in_process(module, prog, *argv):
+    """Run a console script's ``cli_main`` in this process (a subprocess spends
+    seconds importing fairseq): (exit code, stdout, stderr)."""
+    import contextlib
+    import importlib
+    import io
+
+    cli = importlib.import_module(module)
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.argv
+    sys.argv = [prog, *map(str, argv)]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            cli.cli_main()
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    finally:
+        sys.argv = saved
+    return code, out.getvalue(), err.getvalue()
 
 
 def masked_batch(task, n=4, seed=0):

@@ -1,51 +1,94 @@
-"""magic-children: scores children of a trained super-net with shared weights."""
+"""magic-children: scores children of a trained super-net with shared weights.
+
+Reads the shared 5-update super-net (conftest's ``trained_supernet``); the tool
+runs in-process except for one console-script call."""
 
 import json
 import subprocess
 import sys
 
 import pytest
+import torch
 
-from conftest import run_train, train_args
+from conftest import cli_in_process, reference_loss_bits
+
+FIXED = ["ffn,ffn,ffn,ffn", "conv3,conv3,conv3,conv3"]
+ARGS = ["--num-random", "3", "--arch", FIXED[0], "--arch", FIXED[1], "--max-batches", "2"]
 
 
-def _children(*args):
-    return subprocess.run([sys.executable, "-m", "fairseq_magic.cli.children", *args],
-                          capture_output=True, text=True, timeout=300)
+def children(*argv):
+    return cli_in_process("fairseq_magic.cli.children", "magic-children", *argv)
 
 
 @pytest.fixture(scope="module")
-def trained(data_bin, tmp_path_factory):
-    d = tmp_path_factory.mktemp("sn")
-    run_train(train_args(data_bin, d / "sn", updates=5, ))
-    run_train(train_args(data_bin, d / "child", "--magic-arch", "ffn,ffn,conv3,mha2d32",
-                         arch="magic_child", updates=2))
-    return d
+def two_runs(trained_supernet, tmp_path_factory):
+    """The same command twice, into two output files."""
+    d = tmp_path_factory.mktemp("children")
+    runs = []
+    for name in ("a.json", "b.json"):
+        code, out, err = children(trained_supernet, *ARGS, "--json-out", d / name)
+        runs.append({"code": code, "stdout": out, "stderr": err, "json": d / name})
+    return runs
 
 
-def test_scores_children_with_params_and_flops(trained, tmp_path):
-    out = tmp_path / "c.json"
-    proc = _children(str(trained / "sn" / "checkpoint_last.pt"), "--num-random", "3",
-                     "--arch", "ffn,ffn,ffn,ffn", "--arch", "conv3,conv3,conv3,conv3",
-                     "--json-out", str(out), "--max-batches", "2")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = json.load(open(out))["children"]
-    assert len(rows) == 5 and rows[0]["arch"] == "ffn,ffn,ffn,ffn"
-    assert all(3.0 < r["valid_loss"] < 8.0 for r in rows)  # log2(vocab ~60) ~ 5.9 at init
+def test_same_command_twice_gives_identical_results(two_runs):
+    a, b = two_runs
+    assert a["code"] == 0 and b["code"] == 0, a["stderr"][-2000:] + b["stderr"][-2000:]
+    assert a["json"].read_bytes() == b["json"].read_bytes()
+    assert a["stdout"] == b["stdout"]
+
+
+def test_scores_equal_a_hand_computed_mlm_loss(two_runs, trained_supernet):
+    from fairseq_magic.evaluation import fixed_batches, load_supernet
+
+    rows = json.loads(two_runs[0]["json"].read_text())["children"]
+    assert len(rows) == 5 and [r["arch"] for r in rows[:2]] == FIXED
+    model, task, _, _ = load_supernet(trained_supernet)
+    batches = fixed_batches(task, "valid", 2, 16)  # the tool's --max-batches 2, default size
+    for r in rows:
+        assert abs(r["valid_loss"] - reference_loss_bits(model, r["arch"], batches)) < 1e-5, r
+        assert r["params"] == model.child_cost(r["arch"])["params"] and r["seq_len"] == 128
+        assert f"{r['valid_loss']:.3f}" in two_runs[0]["stdout"]
+    # distinct children, distinct scores: the tool really switched paths
+    assert len({r["valid_loss"] for r in rows}) == len({r["arch"] for r in rows}) >= 4
     assert rows[0]["params"] > rows[1]["params"] and rows[0]["flops"] > rows[1]["flops"]
-    assert "ffn,ffn,ffn,ffn" in proc.stdout
-    # same children, same batches: the scores are deterministic
-    again = _children(str(trained / "sn" / "checkpoint_last.pt"), "--num-random", "3",
-                      "--arch", "ffn,ffn,ffn,ffn", "--arch", "conv3,conv3,conv3,conv3",
-                      "--json-out", str(out), "--max-batches", "2")
-    assert json.load(open(out))["children"] == rows, again.stderr[-500:]
 
 
-@pytest.mark.parametrize("which,args,needle", [
-    ("child", [], "expected a magic_supernet checkpoint"),
-    ("sn", ["--arch", "ffn,ffn"], "has 2 layers: expected 4"),
-    ("missing", [], "does not exist"),
-])
-def test_bad_inputs(trained, which, args, needle):
-    proc = _children(str(trained / which / "checkpoint_last.pt"), "--num-random", "1", *args)
-    assert proc.returncode == 2 and needle in proc.stderr, proc.stderr[-2000:]
+def test_stored_anchor_is_scored_first(trained_supernet, tmp_path):
+    state = torch.load(trained_supernet, weights_only=True)
+    anchor = "conv5,ffn,mha2d32,conv3"
+    state["extra_state"]["MagicTask"]["anchor"]["arch"] = anchor
+    torch.save(state, tmp_path / "magic_a.pt")
+    out = tmp_path / "c.json"
+    code, stdout, err = children(tmp_path / "magic_a.pt", "--num-random", "1",
+                                 "--max-batches", "1", "--json-out", out)
+    assert code == 0, err[-2000:]
+    rows = json.loads(out.read_text())["children"]
+    assert [r["anchor"] for r in rows] == [True, False] and rows[0]["arch"] == anchor
+    assert f"{anchor}" in stdout and "(anchor)" in stdout
+    code, _, _ = children(tmp_path / "magic_a.pt", "--num-random", "1", "--max-batches", "1",
+                          "--no-anchor", "--json-out", out)
+    assert code == 0 and [r["anchor"] for r in json.loads(out.read_text())["children"]] == [False]
+
+
+def test_bad_inputs(trained_supernet, tmp_path):
+    from fairseq_magic.cli.export import main as export
+
+    # a magic_child checkpoint: the super-net's child exported here
+    assert export([trained_supernet, "--arch", "ffn,ffn,conv3,mha2d32",
+                   "--out", str(tmp_path / "child")]) == 0
+    for ckpt, args, needle in [
+        (tmp_path / "child" / "model.pt", [], "expected a magic_supernet checkpoint"),
+        (trained_supernet, ["--arch", "ffn,ffn"], "has 2 layers: expected 4"),
+        (trained_supernet, ["--arch", "ffn,ffn,conv7,ffn"], "unknown operator 'conv7'"),
+        (trained_supernet, ["--max-batches", "0"], "--max-batches >= 1"),
+    ]:
+        code, _, err = children(ckpt, "--num-random", "1", *args)
+        assert code == 2 and needle in err, (args, err[-2000:])
+        assert err.strip().splitlines()[-1].startswith("magic-children: error: ")
+    # the installed console entry point, in its own process: same message, exit 2
+    proc = subprocess.run([sys.executable, "-m", "fairseq_magic.cli.children",
+                           str(tmp_path / "missing.pt")], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "magic-children: error: checkpoint" in proc.stderr and "does not exist" in proc.stderr
