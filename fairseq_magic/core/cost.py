@@ -31,6 +31,10 @@ def op_params(op: OpSpec, include_norm: bool = True) -> int:
     if op.kind == "conv":
         # pointwise in, depthwise (kernel x channel + bias), pointwise out
         return 2 * (h * h + h) + op.kernel * h + h + norm
+    if op.kind == "nbconv":
+        # two sub-layers, each depthwise (kernel x channel + bias) + pointwise
+        # (h x h + bias) with its own LayerNorm
+        return 2 * (op.kernel * h + h + h * h + h) + 2 * norm
     raise ValueError(op.kind)
 
 
@@ -43,6 +47,8 @@ def op_flops(op: OpSpec, seq_len: int) -> int:
         macs = 2 * n * h * op.inner
     elif op.kind == "conv":
         macs = 2 * n * h * h + n * h * op.kernel
+    elif op.kind == "nbconv":
+        macs = 2 * (n * h * op.kernel + n * h * h)
     else:
         raise ValueError(op.kind)
     return 2 * macs

@@ -10,6 +10,7 @@ Operator grammar (``hidden`` is the model width):
 ``ffn``           BERT feed-forward, inner size 4 x hidden
 ``ffn<I>``        feed-forward with inner size I: ``ffn832``
 ``conv<K>``       separable convolution with odd kernel K: ``conv3``
+``nbconv<K>``     NAS-BERT's convolution (two separable-conv sub-layers), odd K
 
 Names are concrete (they carry every size that is not the hidden size), so a
 spec read back from a log builds exactly the same child.
@@ -29,7 +30,9 @@ class MagicConfigError(ValueError):
 #  paper:  the MAGIC search space of section 5 / appendix C.
 #  table6: the interference-analysis space of appendix A, Table 6; sizes follow
 #          the hidden size so the same study runs on tiny models.
-OP_SET_ALIASES = ("paper", "table6")
+#  paper_nbconv: the paper space with NAS-BERT's convolution in place of ours
+#          (the appendix's Figure 7 drawing is not in our copy; see operators.py).
+OP_SET_ALIASES = ("paper", "table6", "paper_nbconv")
 
 
 def expand_op_set(ops: str, hidden: int) -> Tuple[str, ...]:
@@ -37,6 +40,8 @@ def expand_op_set(ops: str, hidden: int) -> Tuple[str, ...]:
     text = (ops or "").strip()
     if text == "paper":
         names = ["mha12", "ffn", "conv3", "conv5"]
+    elif text == "paper_nbconv":
+        names = ["mha12", "ffn", "nbconv3", "nbconv5"]
     elif text == "table6":
         # Table 6 at hidden 768: MHA6/MHA8 with QKV hidden 384, FFN inner 768,
         # FFN' inner 832, CONV3, CONV5 -- all ~1.18M parameters.
@@ -62,7 +67,7 @@ class OpSpec:
     """Concrete sizes of one candidate operator at a given hidden size."""
 
     name: str
-    kind: str  # "mha" | "ffn" | "conv"
+    kind: str  # "mha" | "ffn" | "conv" | "nbconv"
     hidden: int
     heads: int = 0
     qkv_dim: int = 0
@@ -70,15 +75,15 @@ class OpSpec:
     kernel: int = 0
 
 
-_OP_RE = re.compile(r"^(?:mha(\d+)(?:d(\d+))?|ffn(\d+)?|conv(\d+))$")
-_GRAMMAR = "mha<H>, mha<H>d<D>, ffn, ffn<I>, conv<K> (K odd)"
+_OP_RE = re.compile(r"^(?:mha(\d+)(?:d(\d+))?|ffn(\d+)?|(nb)?conv(\d+))$")
+_GRAMMAR = "mha<H>, mha<H>d<D>, ffn, ffn<I>, conv<K>, nbconv<K> (K odd)"
 
 
 def parse_op(name: str, hidden: int) -> OpSpec:
     m = _OP_RE.match(name)
     if not m:
         raise MagicConfigError(f"unknown operator {name!r}: expected one of {_GRAMMAR}")
-    heads, qkv, inner, kernel = m.groups()
+    heads, qkv, inner, nasbert, kernel = m.groups()
     if name.startswith("mha"):
         heads = int(heads)
         qkv = int(qkv) if qkv else 64 * heads
@@ -99,7 +104,7 @@ def parse_op(name: str, hidden: int) -> OpSpec:
             f"operator {name!r}: convolution kernel must be odd and >= 1 "
             "(odd kernels keep the sequence length with symmetric padding)"
         )
-    return OpSpec(name, "conv", hidden, kernel=kernel)
+    return OpSpec(name, "nbconv" if nasbert else "conv", hidden, kernel=kernel)
 
 
 class Arch(tuple):

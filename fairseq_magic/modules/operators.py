@@ -1,12 +1,15 @@
 """Candidate operators of the BERT search space (torch only).
 
-Every operator is a BERT post-LN sub-layer: ``LayerNorm(x + Dropout(op(x)))``.
+Every operator is a BERT post-LN sub-layer: ``LayerNorm(x + Dropout(op(x)))``
+(``nbconv<K>``, NAS-BERT's convolution, is two of them in sequence).
 The LayerNorm belongs to the candidate (as it belongs to the sub-layer in BERT),
 so a shared candidate carries everything it needs wherever it sits in a path.
 
 Tensors are batch-first: ``x`` is (batch, time, hidden); ``pad_mask`` is
 (batch, time) with True at padding positions, or None.
 """
+
+import math
 
 import torch
 import torch.nn as nn
@@ -66,7 +69,8 @@ class SeparableConv(nn.Module):
     hidden 768, LayerNorm excluded): 2 pointwise h x h maps plus K x h depthwise
     weights, so the kernel size barely changes the parameter count. Padding
     positions are zeroed before the depthwise conv so pads never leak into
-    real tokens, whatever the batch's padding.
+    real tokens, whatever the batch's padding. NAS-BERT's published design,
+    which the appendix cites for its CONV operators, is ``NasBertConv`` below.
     """
 
     def __init__(self, spec: OpSpec, activation_dropout: float):
@@ -86,6 +90,38 @@ class SeparableConv(nn.Module):
         return self.out_proj(self.activation_dropout(F.gelu(x)))
 
 
+class DepthwisePointwise(nn.Module):
+    """One half of NAS-BERT's convolution: mask padding -> depthwise Conv1d(K)
+    -> pointwise h x h -> GELU.
+
+    NAS-BERT's own code is not public; the design is that of Microsoft's port of
+    its pre-trained model to ML.NET (dotnet/machinelearning,
+    src/Microsoft.ML.TorchSharp/NasBert/Modules/ConvSeparable.cs and
+    Layers/EncConvLayer.cs). Its initialisation is kept too: both weights
+    N(0, sqrt(4 (1 - p) / (K h))) (the convolutional seq2seq rule, p the
+    dropout), pointwise bias 0. The pointwise weight is a bare Parameter used
+    with F.linear -- the same map as a kernel-1 Conv1d at matmul speed -- so
+    RoBERTa's BERT init, which rewrites every nn.Linear, leaves that rule alone.
+    """
+
+    def __init__(self, hidden: int, kernel: int, dropout: float):
+        super().__init__()
+        std = math.sqrt(4 * (1.0 - dropout) / (kernel * hidden))
+        self.depthwise = nn.Conv1d(hidden, hidden, kernel, padding=kernel // 2, groups=hidden)
+        nn.init.normal_(self.depthwise.weight, mean=0.0, std=std)
+        self.pointwise_weight = nn.Parameter(torch.empty(hidden, hidden).normal_(0.0, std))
+        self.pointwise_bias = nn.Parameter(torch.zeros(hidden))
+
+    def forward(self, x, pad_mask):
+        # Pads are zeroed at EVERY half: the first half's LayerNorm makes them
+        # non-zero again, and the depthwise kernel would carry them into the
+        # real tokens next to them.
+        if pad_mask is not None:
+            x = x.masked_fill(pad_mask.unsqueeze(-1), 0.0)
+        x = self.depthwise(x.transpose(1, 2)).transpose(1, 2)
+        return F.gelu(F.linear(x, self.pointwise_weight, self.pointwise_bias))
+
+
 class SubLayer(nn.Module):
     """Residual + post-LayerNorm wrapper: what one layer of the chain runs."""
 
@@ -99,14 +135,44 @@ class SubLayer(nn.Module):
         return self.layer_norm(x + self.dropout(self.op(x, pad_mask)))
 
 
+class NasBertConv(nn.Module):
+    """NAS-BERT's convolution operator (``nbconv<K>``): two post-LN sub-layers,
+
+        x1 = LayerNorm(x  + Dropout(GELU(pointwise(depthwise_K(mask(x))))))
+        y  = LayerNorm(x1 + Dropout(GELU(pointwise(depthwise_K(mask(x1))))))
+
+    each with its own weights. One search-space layer, two residual blocks:
+    the chain's layer count is unchanged. The branch dropout is the model's
+    ``dropout`` (ML.NET's port names its single rate there activation dropout;
+    every other sub-layer here uses ``dropout`` at that place).
+    """
+
+    def __init__(self, hidden: int, kernel: int, dropout: float):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            SubLayer(DepthwisePointwise(hidden, kernel, dropout), hidden, dropout)
+            for _ in range(2))
+
+    def forward(self, x, pad_mask):
+        for block in self.blocks:
+            x = block(x, pad_mask)
+        return x
+
+
 def build_operator(name: str, hidden: int, dropout: float = 0.1,
                    attention_dropout: float = 0.1,
-                   activation_dropout: float = 0.0) -> SubLayer:
+                   activation_dropout: float = 0.0) -> nn.Module:
+    """The module one layer runs for operator ``name``: ``module(x, pad_mask)``."""
     spec = parse_op(name, hidden)
+    if spec.kind == "nbconv":
+        # Holds its own two residual blocks; no extra wrapper.
+        return NasBertConv(hidden, spec.kernel, dropout)
     if spec.kind == "mha":
         op = MultiHeadAttention(spec, attention_dropout)
     elif spec.kind == "ffn":
         op = FeedForward(spec, activation_dropout)
-    else:
+    elif spec.kind == "conv":
         op = SeparableConv(spec, activation_dropout)
+    else:
+        raise ValueError(f"no module for operator kind {spec.kind!r}")
     return SubLayer(op, hidden, dropout)
