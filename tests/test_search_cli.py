@@ -111,9 +111,8 @@ def test_finetune_changes_the_scores_without_touching_the_supernet(ckpt, referen
     assert set(tuned) == set(base) and len(base) >= 3  # same children (same seed)
     for spec, score in base.items():
         assert abs(score - reference(spec)) < 1e-5  # without fine-tuning: shared weights
-        # two private Adam steps at lr 1e-3 move a child's loss by far more than this
-        print(spec, score, tuned[spec])
-        assert abs(tuned[spec] - score) > 1e-3, (spec, score, tuned[spec])
+        # two private Adam steps at lr 1e-3 move a child's loss by ~0.05 bits here
+        assert abs(tuned[spec] - score) > 1e-2, (spec, score, tuned[spec])
     # deterministic: the same search in another directory gives the same scores
     proc2 = _search(*[a if a != str(out) else str(tmp_path / "ft2") for a in args])
     assert proc2.returncode == 0, proc2.stderr[-3000:]
