@@ -1,6 +1,7 @@
 """magic-export: a child cut out of a super-net is a standalone fairseq model.
 
-One tiny super-net trained for 5 updates; its child is exported, reloaded with
+The shared tiny super-net (conftest's trained_supernet, 5 updates, read-only);
+its child is exported, reloaded with
 fairseq's own loaders, compared with the super-net on the same path, trained on
 by fairseq-train (masked_lm and sentence_prediction) and loaded through the hub
 helper.
@@ -14,7 +15,7 @@ import sys
 import pytest
 import torch
 
-from conftest import USER_DIR, make_text, masked_batch, run_train, train_args
+from conftest import USER_DIR, cli_in_process, make_text, masked_batch, run_train
 
 SPEC = "mha2d32,ffn,conv3,conv5"  # every operator kind, one per layer
 DIMS = ["--encoder-embed-dim", "32"]  # the child's layers come from --magic-arch
@@ -41,17 +42,17 @@ def finetune_args(data, save_dir, *extra):
 
 
 @pytest.fixture(scope="module")
-def supernet(data_bin, tmp_path_factory):
-    root = tmp_path_factory.mktemp("export")
-    run_train(train_args(data_bin, root / "sn", updates=5))
-    return root, str(root / "sn" / "checkpoint_last.pt")
+def supernet(trained_supernet, tmp_path_factory):
+    """(a folder for this module's outputs, the shared read-only super-net)."""
+    return tmp_path_factory.mktemp("export"), trained_supernet
 
 
 @pytest.fixture(scope="module")
 def exported(supernet):
     root, ckpt = supernet
     out = root / "child"
-    rc, stdout, stderr = export(ckpt, "--arch", SPEC, "--out", out)
+    rc, stdout, stderr = cli_in_process("fairseq_magic.cli.export", "magic-export",
+                                        ckpt, "--arch", SPEC, "--out", out)
     assert rc == 0, stderr[-3000:]
     assert SPEC in stdout
     return out
