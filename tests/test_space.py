@@ -75,7 +75,13 @@ def test_spos_is_a_pure_function_of_seed_and_update():
     a, b = SPOSSampler(space, seed=7), SPOSSampler(space, seed=7)
     paths = [a.path_for_update(u) for u in range(50)]
     assert paths == [b.path_for_update(u) for u in reversed(range(50))][::-1]
-    assert a.path_for_update(3) == a.path_for_update(3) == paths[3]
+    # The documented rule, computed here: one fresh random.Random per update,
+    # seeded with the string "magic-spos:<seed>:<update>", one choice per layer.
+    for u in (0, 3, 49):
+        rng = random.Random(f"magic-spos:7:{u}")
+        assert paths[u] == tuple(rng.choice(space.candidates) for _ in range(8)), u
+    # A sampler that never drew another update agrees (no hidden sequence state).
+    assert SPOSSampler(space, seed=7).path_for_update(3) == paths[3]
     assert len(set(paths)) == 50  # 4^8 choices: repeats would be a bug
     assert SPOSSampler(space, seed=8).path_for_update(0) != paths[0] or \
         SPOSSampler(space, seed=8).path_for_update(1) != paths[1]
@@ -102,6 +108,8 @@ def test_sampler_state_round_trip_and_errors():
     state = s.state_dict()
     t = build_sampler("spos", space, 99)
     t.load_state_dict(state)
-    assert t.state_dict() == state and t.path_for_update(6) == s.path_for_update(6)
+    assert t.state_dict() == state and t.seed == 1
+    assert t.path_for_update(6) == SPOSSampler(space, seed=1).path_for_update(6)
+    assert t.path_for_update(6) != SPOSSampler(space, seed=99).path_for_update(6)
     with pytest.raises(MagicConfigError, match="'nope'.*expected one of"):
         build_sampler("nope", space, 0)
