@@ -35,8 +35,9 @@ class MagicSupernetConfig(FairseqDataclass):
         default=768, metadata={"help": "hidden size of every operator"})
     magic_ops: str = field(
         default="paper", metadata={"help": "candidate operators of every layer: a "
-                                   "comma list (grammar: mha<H>[d<D>], ffn[<I>], conv<K>) "
-                                   "or an alias: 'paper' = mha12,ffn,conv3,conv5; "
+                                   "comma list (grammar: mha<H>[d<D>], ffn[<I>], conv<K>, "
+                                   "nbconv<K>) or an alias: 'paper' = mha12,ffn,conv3,conv5; "
+                                   "'paper_nbconv' = mha12,ffn,nbconv3,nbconv5; "
                                    "'table6' = appendix A's analysis space"})
     magic_embed_dim: int = field(
         default=0, metadata={"help": "factorized embedding size (appendix C uses 512 "
