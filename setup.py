@@ -16,6 +16,7 @@ setup(
             "magic-children = fairseq_magic.cli.children:cli_main",
             "magic-search = fairseq_magic.cli.search:cli_main",
             "magic-export = fairseq_magic.cli.export:cli_main",
+            "magic-interference = fairseq_magic.cli.interference:cli_main",
         ]
     },
 )
