@@ -16,6 +16,8 @@ setup(
             "magic-children = fairseq_magic.cli.children:cli_main",
             "magic-search = fairseq_magic.cli.search:cli_main",
             "magic-export = fairseq_magic.cli.export:cli_main",
+            "magic-ground-truth = fairseq_magic.cli.ground_truth:cli_main",
+            "magic-rank = fairseq_magic.cli.rank:cli_main",
             "magic-interference = fairseq_magic.cli.interference:cli_main",
         ]
     },
