@@ -189,11 +189,12 @@ def _write(path, lines):
 
 def test_ground_truth_mean_over_seeds_and_failed_units(tmp_path):
     f = _write(tmp_path / "gt.jsonl", [
-        {"arch": "mha2,ffn", "seed": 1, "loss": 5.0, "updates": 10},
+        {"arch": "mha2,ffn", "seed": 1, "loss": 5.0, "status": "ok", "updates": 10},
         {"arch": "mha2, ffn", "seed": 2, "loss": 6.0},  # same child, spaces normalised
         "",
         {"arch": "conv3,ffn", "seed": 1, "loss": 4.0},
-        {"arch": "conv3,ffn", "seed": 2, "loss": None, "failed": True, "reason": "NaN loss"},
+        # as magic-ground-truth records a diverged unit
+        {"arch": "conv3,ffn", "seed": 2, "loss": None, "status": "failed", "reason": "NaN loss"},
         {"arch": "ffn,ffn", "seed": 1, "loss": float("nan")},
     ])
     gt = R.read_ground_truth(f)

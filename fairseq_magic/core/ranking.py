@@ -6,7 +6,8 @@ alone, averaged over seeds. Lower is better for both, so a good predictor has a
 positive rank correlation with the truth.
 
 Metrics follow Zhang et al., "Deeper insights into weight sharing in neural
-architecture search" (section 3.2); Kendall tau-b and Spearman come from
+architecture search" (section 3.2): their GT-Tau, tau(R, R_gt), is
+``kendall_tau_b(pred, truth)`` here; TnR and S-Tau are below. Kendall tau-b and Spearman come from
 ``scipy.stats`` (both tie-aware). Intervals are percentile bootstraps over
 children: resample the children with replacement, recompute the metric, take
 the 2.5 and 97.5 percentiles. Every interval and paired difference of one
