@@ -146,7 +146,7 @@ def test_checkpoint_scores_match_evaluation_and_are_reusable(trained_supernet, f
                                   for c, x in zip(CHILDREN, TRUTH)])
     before = _sha(trained_supernet)
     out = d / "ck"
-    proc = _rank(gt, f"sn={trained_supernet}", "--scores", good, "--out", out, *SCORING)
+    proc = _rank(gt, "--scores", good, f"sn={trained_supernet}", "--out", out, *SCORING)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.load(open(out / "rank.json"))
     entry = res["predictors"]["sn"]

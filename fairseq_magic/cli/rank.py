@@ -441,7 +441,8 @@ def scatter(path, name, kind, pred, truth, spread, summary):
 
 
 def main(argv=None):
-    args = get_parser().parse_args(argv)
+    # intermixed: checkpoints may come after options (GT --scores F CKPT ...)
+    args = get_parser().parse_intermixed_args(argv)
     _check_args(args)
     gt = R.read_ground_truth(args.ground_truth)
     children = gt.children
