@@ -449,6 +449,12 @@ def run(args, extra: List[str]) -> int:
           f"with {args.jobs} job(s) x {threads} thread(s) on {args.device}", flush=True)
     pending = list(units)
     running: List[Unit] = []
+    # Units run in their own sessions (so a unit can be stopped as a group):
+    # a SIGTERM to us must stop them too, or an orphan would keep writing into
+    # a directory the next run cleans.
+    previous = None
+    if threading_main():
+        previous = signal.signal(signal.SIGTERM, _sigterm)
     free_slots = list(range(args.jobs))
     slot_of = {}
     finished = 0
@@ -480,7 +486,23 @@ def run(args, extra: List[str]) -> int:
         print(f"{PROG}: interrupted; {finished} unit(s) written; rerun to continue",
               file=sys.stderr)
         return 130
+    except BaseException:
+        stop_all(running)
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt
 
 
 # ---------------------------------------------------------------- one unit (child process)
