@@ -101,11 +101,16 @@ def training_cfg(data, *extra, arch="magic_supernet", model=TINY_MODEL):
 def build_in_process(data, *extra, arch="magic_supernet", model=TINY_MODEL, cfg=None):
     """Build (task, model, criterion) exactly as fairseq-train would, in-process.
     A bad flag raises here (MagicConfigError) where fairseq-train would exit."""
+    import torch
     from fairseq import tasks
 
     cfg = cfg if cfg is not None else training_cfg(data, *extra, arch=arch, model=model)
     task = tasks.setup_task(cfg.task)
-    net = task.build_model(cfg.model)
+    # Initial weights from --seed, as fairseq-train draws them, without
+    # changing the test process's global RNG.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.common.seed)
+        net = task.build_model(cfg.model)
     criterion = task.build_criterion(cfg.criterion)
     return task, net, criterion
 
