@@ -170,6 +170,25 @@ def loss_at(row, budget):
     return (row.get("loss_at") or {}).get(budget)
 
 
+def sd(xs):
+    m = sum(xs) / len(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def spread(children, budget):
+    """Seed noise against the signal: the mean over children of the standard
+    deviation across seeds, and the standard deviation of the children's means."""
+    within, means = [], []
+    for c in children:
+        v = [x for x in c["loss"][budget].values() if x is not None]
+        if v:
+            means.append(sum(v) / len(v))
+        if len(v) >= 2:
+            within.append(sd(v))
+    return {"seed_sd_mean": sum(within) / len(within) if within else None,
+            "child_sd": sd(means) if len(means) >= 2 else None}
+
+
 def analyse_group(name, unigram):
     g = GROUPS[name]
     rows = read_rows(group_out(name))
@@ -208,7 +227,7 @@ def analyse_group(name, unigram):
                                         [-c["convs"] for c in have]))
         vals = [p["tau"] for p in pairs if p["tau"] is not None]
         taus[b] = {"pairs": pairs, "mean": sum(vals) / len(vals) if vals else None,
-                   "min": min(vals) if vals else None,
+                   "min": min(vals) if vals else None, **spread(children, b),
                    "count_convs_tau_mean": (sum(v for v in conv if v is not None) / len(conv)
                                             if conv and None not in conv else None)}
     plateau = {}
@@ -287,14 +306,16 @@ def power_markdown(res):
             fail = " (failed: " + "; ".join(f"s{s} {r}" for s, r in c["failed"].items()) + ")" if c["failed"] else ""
             out.append(f"| {c['name']} `{c['arch']}`{fail} | {c['convs']} | {fmt(c['params'], ',')} | "
                        + " | ".join(cells) + f" | {fmt(sum(sp) / len(sp) if sp else None, '.2f')} |")
-        out += ["", "| budget | Kendall tau-b between seeds (pairs) | mean | min | tau vs -#convs (mean over seeds) |",
-                "|---|---|---|---|---|"]
+        out += ["", "| budget | Kendall tau-b between seeds (pairs) | mean | min | tau vs -#convs (mean over seeds) "
+                "| seed s.d. (mean over children) | s.d. of child means |",
+                "|---|---|---|---|---|---|---|"]
         for b in budgets:
             t = g["tau_between_seeds"][b]
             pairs = ", ".join(f"s{p['seeds'][0]}-s{p['seeds'][1]}: {fmt(p['tau'], '.2f')} (n={p['children']})"
                               for p in t["pairs"]) or "-"
             out.append(f"| {b} | {pairs} | {fmt(t['mean'], '.2f')} | {fmt(t['min'], '.2f')} | "
-                       f"{fmt(t['count_convs_tau_mean'], '.2f')} |")
+                       f"{fmt(t['count_convs_tau_mean'], '.2f')} | {fmt(t['seed_sd_mean'])} | "
+                       f"{fmt(t['child_sd'])} |")
         if g["attention_plateau"]:
             out += ["", "Attention-only children at the final budget (mean over seeds): " + "; ".join(
                 f"{k} {v['mean_loss']:.2f} bits ({v['below_unigram']:.2f} below the unigram level)"
