@@ -225,7 +225,7 @@ def plot_curve(path, xs, series, xlabel, title):
                     yerr=[s["std"] for _, s in pts], marker="o", capsize=3, label=name)
     ax.set_xticks(xs)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("mean off-diagonal cosine similarity")
+    ax.set_ylabel("mean off-diagonal cosine similarity\n(bars: std over repeats)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     if len(series) > 1:
@@ -287,8 +287,9 @@ def main(argv=None):
     if "heatmap" in summary:
         files["heatmap"] = os.path.join(args.out, HEATMAP)
         n1 = sum(1 for r in records if r["m"] == 1)
+        differ = f"layer {args.layer + 1}" if args.layer else "layer j+1"
         plot_heatmap(files["heatmap"], summary["heatmap"],
-                     f"o_g in {where}, children differ in layer j+1 (m = 1)\n"
+                     f"o_g in {where}, children differ in {differ} (m = 1)\n"
                      f"mean of {n1} cases, {used} sentences")
     files["similarity_vs_m"] = os.path.join(args.out, VS_M)
     ms = sorted(args.m)
