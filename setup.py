@@ -19,6 +19,7 @@ setup(
             "magic-ground-truth = fairseq_magic.cli.ground_truth:cli_main",
             "magic-rank = fairseq_magic.cli.rank:cli_main",
             "magic-interference = fairseq_magic.cli.interference:cli_main",
+            "magic-squad-eval = fairseq_magic.cli.squad_eval:cli_main",
         ]
     },
 )
