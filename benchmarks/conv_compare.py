@@ -304,7 +304,7 @@ def run_speed(args, vocab: int) -> dict:
         "ratio_b_over_a": med["b"] / med["a"],
         "updates_timed_per_model": len(times["a"]),
         "load_avg_per_round": loads,
-        "threads": 1,
+        "threads": 1, "batch_size": args.batch_size, "tokens": args.tokens,
     }
 
 
@@ -317,7 +317,11 @@ def markdown_section(res: dict) -> str:
         MD_BEGIN,
         "## conv_compare: our separable conv (`conv<K>`) vs NAS-BERT's (`nbconv<K>`)",
         "",
-        f"- Command: `{res['command']}`",
+        f"- Command: `{res['command']}`"
+        + ("" if res.get("quality_command", res["command"]) == res["command"]
+           else f" (validation losses from `{res['quality_command']}`)")
+        + ("" if res.get("speed_command", res["command"]) == res["command"]
+           else f" (update times from `{res['speed_command']}`)"),
         f"- Date: {res['date']}",
         f"- Machine: {res['host']['cpu']}, {res['host']['cpu_count']} CPUs, shared with "
         f"other jobs; torch {res['host']['torch']}, Python {res['host']['python']}",
@@ -335,7 +339,10 @@ def markdown_section(res: dict) -> str:
     q = res.get("quality")
     if q:
         t = res["train"]
-        steps = sorted(q["summary"]["a"], key=int)
+        # Epoch ends validate too; the table shows the fixed checkpoints.
+        every = t.get("valid_every") or 1
+        steps = [k for k in sorted(q["summary"]["a"], key=int)
+                 if int(k) % every == 0 or int(k) == t["updates"]]
         lines += [
             "",
             f"**Validation MLM loss** (bits per masked token, KJV valid split; lower is "
@@ -375,7 +382,7 @@ def markdown_section(res: dict) -> str:
         lines += [
             "",
             f"**Update time**, side by side in one process (1 thread, batch "
-            f"{res['train']['batch_size']} x {res['tokens']} random tokens, Adam): "
+            f"{s['batch_size']} x {s['tokens']} random tokens, Adam): "
             f"{s['updates_timed_per_model']} timed updates per child in interleaved rounds; "
             f"1-min load average during the rounds {min(loads):.2f}-{max(loads):.2f} "
             f"(2 cores: above ~1 another job shared the core).",
@@ -390,6 +397,37 @@ def markdown_section(res: dict) -> str:
         lines += ["", f"Median ratio B / A: {s['ratio_b_over_a']:.3f}."]
     lines.append(MD_END)
     return "\n".join(lines) + "\n"
+
+
+def keep_previous_parts(args, res: dict) -> None:
+    """A part not run this time keeps its last result, when that was measured on
+    the same two children (so ``--parts speed`` on a quieter machine does not
+    throw away an hour of training)."""
+    if not os.path.exists(args.json_out):
+        return
+    with open(args.json_out) as f:
+        old = json.load(f).get("conv_compare")
+    same = old and all(old.get(k) == res[k] for k in ("spec_a", "spec_b", "hidden", "tokens"))
+    if not same:
+        return
+    if "speed" not in res and "speed" in old:
+        res["speed"] = old["speed"]
+        res["speed_command"] = old.get("speed_command", old["command"])
+    if "quality" not in res and "quality" in old:
+        res["quality"] = old["quality"]
+        res["train"] = old["train"]
+        res["quality_command"] = old.get("quality_command", old["command"])
+        # JSON turned the update counts into strings
+        for runs in res["quality"]["runs"].values():
+            for r in runs:
+                r["valid_loss"] = {int(k): v for k, v in r["valid_loss"].items()}
+        res["quality"]["summary"] = {
+            key: {int(k): v for k, v in steps.items()}
+            for key, steps in res["quality"]["summary"].items()}
+    if "speed" in res and "speed_command" not in res:
+        res["speed_command"] = res["command"]
+    if "quality" in res and "quality_command" not in res:
+        res["quality_command"] = res["command"]
 
 
 def main(argv=None):
@@ -422,6 +460,7 @@ def main(argv=None):
             if counted != {res["cost"][key]["params"]}:
                 raise RuntimeError(f"child {key}: fairseq counted {sorted(counted)} "
                                    f"parameters, cost model {res['cost'][key]['params']}")
+    keep_previous_parts(args, res)
     write_json(args.json_out, {"conv_compare": res})
     write_markdown(args.results_md, markdown_section(res), MD_BEGIN, MD_END)
     print(markdown_section(res))
