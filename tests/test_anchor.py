@@ -1,4 +1,5 @@
-"""MAGIC-A anchor policies with scripted scorers (no fairseq, no model)."""
+"""MAGIC-A anchor policies with scripted scorers (no model, except one test of
+the task's epoch hook driving the top_p policy)."""
 
 import math
 import random
@@ -241,6 +242,53 @@ def test_top_p_duplicate_children_scored_once():
     pol.step_epoch(state, tiny, scorer, epoch=0, seed=0)
     assert sorted(scorer.calls) == ["conv3", "ffn"]
     assert state.arch == Arch(["conv3"])  # top 100% = the worst of the population
+
+
+def test_task_top_p_anchor_follows_a_scripted_ranking(data_bin, monkeypatch):
+    """The task's epoch hook with the real policy and a scripted scorer: the
+    exact child picked, then kept inside the band, then replaced."""
+    from conftest import build_in_process
+
+    task, model, _ = build_in_process(
+        data_bin, "--magic-method", "magic_t", "--magic-anchor", "top_p",
+        "--magic-anchor-top-p", "30", "--magic-anchor-band", "10",
+        "--magic-anchor-population", "10")
+    space, seed = task.search_space, task.cfg.seed
+    scorer = Scripted()
+    monkeypatch.setattr(task, "score_arch", lambda m, arch: scorer(arch))
+
+    def population(epoch):  # drawn here from the documented local RNG
+        rng = random.Random(f"magic-anchor-top-p:{seed}:{epoch}")
+        children = [random_arch(space, rng) for _ in range(10)]
+        assert len(set(children)) == 10
+        scorer.table = {str(c): s for c, s in zip(children, SCORES)}
+        scorer.calls.clear()
+        return children
+
+    # End of epoch 1: no anchor yet -> the top 30% child, SCORES' 0.3 (draw 3).
+    first = population(2)[3]
+    task.begin_epoch(2, model)
+    assert task.anchor.arch == first and task.anchor.score == 0.3
+    assert task.anchor.replacements == 0 and len(scorer.calls) == 10
+    # End of epoch 2: the anchor (not drawn again) rescores 0.35 -> 3 of 10
+    # children are better -> 30%, inside [20, 40]: kept, with its fresh score.
+    assert first not in population(3)
+    scorer.table[str(first)] = 0.35
+    task.begin_epoch(3, model)
+    assert task.anchor.arch == first and task.anchor.score == 0.35
+    assert task.anchor.replacements == 0 and scorer.calls[-1] == str(first)
+    # End of epoch 3: it rescores 0.75 -> 70%, outside the band: replaced by
+    # this epoch's top 30% child.
+    children = population(4)
+    assert first not in children
+    scorer.table[str(first)] = 0.75
+    task.begin_epoch(4, model)
+    assert task.anchor.arch == children[3] != first and task.anchor.score == 0.3
+    assert task.anchor.replacements == 1 and len(scorer.calls) == 11
+    # a resumed job re-entering epoch 4 scores nothing and keeps the anchor
+    scorer.calls.clear()
+    task.begin_epoch(4, model)
+    assert scorer.calls == [] and task.anchor.arch == children[3]
 
 
 # -------------------------------------------------------- state and validation
