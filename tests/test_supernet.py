@@ -80,37 +80,49 @@ def _paths(log):
         return [json.loads(line) for line in f]
 
 
-def test_fairseq_update_leaves_unused_candidates_bit_identical(data_bin, tmp_path):
-    # Same seed: run B repeats run A's 3 updates, then does a 4th. Adam with
-    # weight decay 0.01 would move every parameter it touches.
-    a, b = tmp_path / "a", tmp_path / "b"
-    run_train(train_args(data_bin, a, updates=3))
-    run_train(train_args(data_bin, b, "--magic-path-log", str(b / "p.jsonl"), updates=4))
-    wa = torch.load(a / "checkpoint_last.pt")["model"]
-    wb = torch.load(b / "checkpoint_last.pt")["model"]
-    path4 = _paths(b / "p.jsonl")[3]["path"].split(",")
-    moved, still = 0, 0
-    for k in wa:
-        if ".candidates." not in k:
-            continue
-        layer = int(k.split(".layers.")[1].split(".")[0])
-        op = k.split(".candidates.")[1].split(".")[0]
-        if op == path4[layer]:
-            moved += int(not torch.equal(wa[k], wb[k]))
-        else:
-            assert torch.equal(wa[k], wb[k]), f"unused {k} changed"
-            still += 1
-    assert still > 0 and moved > 0
-
-
-def test_resume_equals_uninterrupted_run(data_bin, tmp_path):
-    full, split = tmp_path / "full", tmp_path / "split"
-    run_train(train_args(data_bin, full, "--magic-path-log", str(full / "p.jsonl"), updates=20))
+@pytest.fixture(scope="module")
+def runs(data_bin, tmp_path_factory):
+    """One 20-update run saving a checkpoint after every update, and the same
+    run stopped at 10 and resumed to 20 (a stale log line from a crashed later
+    run in between)."""
+    root = tmp_path_factory.mktemp("supernet_runs")
+    full, split = root / "full", root / "split"
+    run_train(train_args(data_bin, full, "--magic-path-log", str(full / "p.jsonl"),
+                         "--save-interval-updates", "1", updates=20))
     run_train(train_args(data_bin, split, "--magic-path-log", str(split / "p.jsonl"), updates=10))
-    # A stale line from a crashed later run must be dropped on resume.
     with open(split / "p.jsonl", "a") as f:
         f.write(json.dumps({"update": 11, "rank": 0, "path": "stale"}) + "\n")
     run_train(train_args(data_bin, split, "--magic-path-log", str(split / "p.jsonl"), updates=20))
+    return full, split
+
+
+def _candidate(key):
+    return int(key.split(".layers.")[1].split(".")[0]), key.split(".candidates.")[1].split(".")[0]
+
+
+def test_fairseq_update_leaves_unused_candidates_bit_identical(runs):
+    # Consecutive checkpoints of one run: Adam with weight decay 0.01 would move
+    # every parameter it touches, so only the update's path may change.
+    full, _ = runs
+    paths = [r["path"].split(",") for r in _paths(full / "p.jsonl")]
+    weights = {u: torch.load(full / f"checkpoint_1_{u}.pt")["model"] for u in range(2, 21)}
+    for u in range(2, 20):  # update u + 1 trains paths[u]; lr > 0 from update 2 on
+        before, after, path = weights[u], weights[u + 1], paths[u]
+        moved, still = 0, 0
+        for k in before:
+            if ".candidates." not in k:
+                continue
+            layer, op = _candidate(k)
+            if op == path[layer]:
+                moved += int(not torch.equal(before[k], after[k]))
+            else:
+                assert torch.equal(before[k], after[k]), f"update {u + 1}: unused {k} changed"
+                still += 1
+        assert still > 0 and moved > 0, u + 1
+
+
+def test_resume_equals_uninterrupted_run(runs):
+    full, split = runs
     wf = torch.load(full / "checkpoint_last.pt")  # weights-only load (torch default)
     ws = torch.load(split / "checkpoint_last.pt")
     diff = max((wf["model"][k] - ws["model"][k]).abs().max().item() for k in wf["model"])
@@ -127,19 +139,24 @@ def test_resume_equals_uninterrupted_run(data_bin, tmp_path):
     (["--magic-sampler", "nope"], "magic_supernet", "--magic-sampler 'nope'"),
     ([], "magic_child", "needs --magic-arch SPEC"),
 ])
-def test_bad_input_fails_before_training(data_bin, tmp_path, extra, arch, needle):
-    args = train_args(data_bin, tmp_path / "ck", arch=arch)
-    # TINY_MODEL sets --magic-ops; a later flag overrides it
-    proc = run_train(args + extra, check=False)
+def test_bad_input_fails_before_training(data_bin, extra, arch, needle):
+    # TINY_MODEL sets --magic-ops; a later flag overrides it. fairseq-train
+    # builds the task, model and criterion first: a bad value fails there.
+    with pytest.raises(MagicConfigError) as err:
+        build_in_process(data_bin, *extra, arch=arch)
+    assert needle in str(err.value)
+
+
+def test_missing_data_fails_before_training_end_to_end(tmp_path):
+    # One bad input through the real fairseq-train: a non-zero exit, the
+    # message, nothing trained or written.
+    proc = run_train(train_args(str(tmp_path / "nope"), tmp_path / "ck"), check=False)
     out = proc.stdout + proc.stderr
-    assert proc.returncode != 0 and needle in out, out[-2000:]
+    assert proc.returncode != 0 and "has no dict.txt" in proc.stderr and "nope" in proc.stderr
     assert "begin training" not in out
     assert not (tmp_path / "ck" / "checkpoint_last.pt").exists()
-
-
-def test_missing_data_is_a_clear_error(tmp_path):
-    proc = run_train(train_args(str(tmp_path / "nope"), tmp_path / "ck"), check=False)
-    assert proc.returncode != 0 and "has no dict.txt" in proc.stderr and "nope" in proc.stderr
+    with pytest.raises(MagicConfigError, match="has no dict.txt"):
+        build_in_process(str(tmp_path / "nope"))
 
 
 def test_child_trains_from_scratch(data_bin, tmp_path):
