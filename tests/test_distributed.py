@@ -1,10 +1,12 @@
 """Two gloo ranks on CPU through fairseq_magic.cli.train_cpu_ddp (torchrun).
 
-Four launches in all (~13 s each on 2 cores), shared through module fixtures:
-  run10   launcher, 10 updates                  -> (a), and the start of (c)
-  probe20 launcher + a parameter probe, 20 upd. -> (b), and (c)'s reference
-  resume  copy of run10's save dir, resumed to 20 -> (c)
-  legacy  --ddp-backend legacy_ddp               -> (d)
+Launches (~13 s each on 2 cores), shared through a module fixture:
+  probe20 launcher + a parameter probe, 20 updates, a checkpoint at 10
+          -> (a), (b), and (c)'s reference
+  resume  copy of probe20's save dir rewound to its update-10 checkpoint,
+          resumed to 20 by the plain launcher -> (c)
+The refusal of legacy_ddp / c10d without --find-unused-parameters runs
+in-process through fairseq's own DDP wrappers (tests/test_task_in_process.py).
 """
 
 import json
@@ -124,38 +126,35 @@ PROBE = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def run10(data_bin, tmp_path_factory):
-    save = tmp_path_factory.mktemp("ddp_run10")
-    proc = launch(train_args(data_bin, save, "--magic-path-log", save / "paths.jsonl",
-                             updates=10))
+def probe20_run(data_bin, tmp_path_factory):
+    save = tmp_path_factory.mktemp("ddp_probe20")
+    script = save / "probe.py"
+    script.write_text(PROBE)
+    proc = torchrun(str(script), [save, *train_args(
+        data_bin, save, "--magic-path-log", save / "paths.jsonl",
+        "--save-interval-updates", "10", updates=20)])
     check_ok(proc)
     return save, proc
 
 
 @pytest.fixture(scope="module")
-def probe20(data_bin, tmp_path_factory):
-    save = tmp_path_factory.mktemp("ddp_probe20")
-    script = save / "probe.py"
-    script.write_text(PROBE)
-    proc = torchrun(str(script), [save, *train_args(
-        data_bin, save, "--magic-path-log", save / "paths.jsonl", updates=20)])
-    check_ok(proc)
-    return save
+def probe20(probe20_run):
+    return probe20_run[0]
 
 
 # ---------------------------------------------------------------- (a)
-def test_two_ranks_train_the_same_sampled_paths(run10):
-    save, proc = run10
+def test_two_ranks_train_the_same_sampled_paths(probe20_run):
+    save, proc = probe20_run
     logs = path_logs(save)
     for rank, log in enumerate(logs):
-        assert [r["update"] for r in log] == list(range(1, 11))
+        assert [r["update"] for r in log] == list(range(1, 21))
         assert {r["rank"] for r in log} == {rank}
     paths0 = [r["path"] for r in logs[0]]
     assert paths0 == [r["path"] for r in logs[1]]
     assert len(set(paths0)) > 1, paths0  # sampling really happens
     assert all(len(p.split(",")) == N_LAYERS for p in paths0)
     # Both ranks feed every update: 2 x --batch-size 8 sentences (rank 0 logs).
-    assert "num_updates=10" in proc.stderr + proc.stdout
+    assert "num_updates=20" in proc.stderr + proc.stdout
     assert "bsz=16" in proc.stderr + proc.stdout
     assert os.path.isfile(save / "checkpoint_last.pt")
 
@@ -215,13 +214,19 @@ def test_ranks_hold_identical_weights_and_skip_unused_candidates(probe20):
 
 
 # ---------------------------------------------------------------- (c)
-def test_two_rank_resume_matches_uninterrupted_run(run10, probe20, data_bin, tmp_path):
+def test_two_rank_resume_matches_uninterrupted_run(probe20, data_bin, tmp_path):
+    # Rewind a copy of the probed run to its update-10 checkpoint; its path
+    # logs still hold updates 11..20, which the resumed run must drop and redo.
     save = tmp_path / "resume"
-    shutil.copytree(run10[0], save)
+    save.mkdir()
+    shutil.copy(probe20 / "checkpoint_1_10.pt", save / "checkpoint_last.pt")
+    for r in (0, 1):
+        shutil.copy(probe20 / f"paths.rank{r}.jsonl", save / f"paths.rank{r}.jsonl")
     proc = launch(train_args(data_bin, save, "--magic-path-log", save / "paths.jsonl",
                              updates=20))
     check_ok(proc)
-    assert "Loaded checkpoint" in proc.stderr + proc.stdout
+    out = proc.stderr + proc.stdout
+    assert "Loaded checkpoint" in out and "(epoch 1 @ 10 updates)" in out
 
     # Plain torch.load: weights-only (torch >= 2.6 default) must accept it.
     resumed = torch.load(save / "checkpoint_last.pt")
@@ -239,21 +244,6 @@ def test_two_rank_resume_matches_uninterrupted_run(run10, probe20, data_bin, tmp
     for rank in (0, 1):
         assert [r["update"] for r in resumed_logs[rank]] == list(range(1, 21))
         assert resumed_logs[rank] == straight_logs[rank]
-
-
-# ---------------------------------------------------------------- (d)
-def test_legacy_ddp_is_refused_before_the_first_update(data_bin, tmp_path):
-    save = tmp_path / "legacy"
-    proc = launch(train_args(data_bin, save, "--magic-path-log", save / "paths.jsonl",
-                             "--ddp-backend", "legacy_ddp", updates=10))
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0
-    assert "MagicConfigError: --ddp-backend legacy_ddp/no_c10d zero-fills" in out, out[-4000:]
-    assert "use --ddp-backend c10d --find-unused-parameters" in out
-    assert "num_updates=1" not in out
-    assert not (save / "paths.rank0.jsonl").exists()
-    assert not (save / "paths.rank1.jsonl").exists()
-    assert not (save / "checkpoint_last.pt").exists()
 
 
 # ------------------------------------------------- launcher units (no ranks)
@@ -327,18 +317,141 @@ def test_cpu_ddp_shim_keeps_a_real_ddp_subclass(monkeypatch, tmp_path):
 
 # ---------------------------------------------------------------- MAGIC-AT
 def test_two_ranks_agree_on_magic_at_paths_and_anchor(data_bin, tmp_path):
-    # Each rank scores a different slice of the anchor batches; only the
-    # all-reduced score makes the ranks' anchor decisions identical.
+    # Each rank trains on different data and scores a different slice of the
+    # anchor batches; only all-reduced sums make the ranks' anchor decisions
+    # identical. A probe records, per rank, its own training losses, the
+    # candidates it ranked, its partial validation sums and the scores it used.
+    import math
+
     save = tmp_path / "at"
-    proc = launch(train_args(data_bin, save, "--magic-path-log", save / "paths.jsonl",
-                             "--magic-method", "magic_at", "--magic-anchor-interval", "2",
-                             "--magic-anchor-valid-batches", "4",
-                             "--magic-anchor-valid-batch-size", "8",
-                             "--magic-align-warmup-epochs", "0", updates=12))
+    save.mkdir()
+    script = save / "probe_anchor.py"
+    script.write_text(textwrap.dedent("""
+        import json, os, sys
+        import torch
+        import fairseq_magic.evaluation as evaluation
+        from fairseq_magic.cli import train_cpu_ddp
+        from fairseq_magic.tasks.magic_task import MagicTask
+
+        out_dir = sys.argv.pop(1)
+        current = {}
+
+        def record(**kw):
+            rank = torch.distributed.get_rank()
+            with open(os.path.join(out_dir, f"probe.rank{rank}.jsonl"), "a") as f:
+                f.write(json.dumps(kw) + "\\n")
+
+        def wrap(owner, name, make):
+            setattr(owner, name, make(getattr(owner, name)))
+
+        def partial(orig):  # score_arch imports it from the module at each call
+            def child_loss_sums(model, arch, batches):
+                total, count = orig(model, arch, batches)
+                record(kind="partial", update=current["task"].current_update,
+                       arch=",".join(arch), total=total, count=count)
+                return total, count
+            return child_loss_sums
+
+        def score(orig):
+            def score_arch(self, model, arch):
+                current["task"] = self
+                value = orig(self, model, arch)
+                record(kind="score", update=self.current_update, arch=",".join(arch),
+                       score=value)
+                return value
+            return score_arch
+
+        def train(orig):
+            def _record_train_loss(self, update_num, arch, log, ignore_grad):
+                record(kind="train", update=update_num, loss=float(log["mlm_loss"]),
+                       count=int(log["sample_size"]))
+                return orig(self, update_num, arch, log, ignore_grad)
+            return _record_train_loss
+
+        def ranked(orig):
+            def _ranked_anchor_candidates(self, model):
+                out = orig(self, model)
+                record(kind="ranked", update=self.current_update,
+                       ranked=[[str(a), m, u] for a, m, u in out])
+                return out
+            return _ranked_anchor_candidates
+
+        wrap(evaluation, "child_loss_sums", partial)
+        wrap(MagicTask, "score_arch", score)
+        wrap(MagicTask, "_record_train_loss", train)
+        wrap(MagicTask, "_ranked_anchor_candidates", ranked)
+        train_cpu_ddp.cli_main()
+    """))
+    proc = torchrun(str(script), [save, *train_args(
+        data_bin, save, "--magic-path-log", save / "paths.jsonl",
+        "--magic-method", "magic_at", "--magic-anchor-interval", "2",
+        "--magic-anchor-candidates", "2", "--magic-anchor-valid-batches", "4",
+        "--magic-anchor-valid-batch-size", "8", "--magic-align-warmup-epochs", "0",
+        updates=12)])
     check_ok(proc)
     logs = path_logs(save)
     strip = [[(r["update"], r["path"], r["anchor"]) for r in log] for log in logs]
     assert strip[0] == strip[1] and len(strip[0]) == 12
-    assert len({a for _, _, a in strip[0]}) >= 2, strip[0]  # the anchor moved
+    assert len({a for _, _, a in strip[0] if a}) >= 2, strip[0]  # the anchor moved
     out = proc.stdout + proc.stderr
     assert "align_loss" in out and "anchor_repl" in out
+    probes = [read_jsonl(save / f"probe.rank{r}.jsonl") for r in (0, 1)]
+
+    def kind(r, k):
+        return [x for x in probes[r] if x["kind"] == k]
+
+    # -- validation: per-rank partial sums differ, the all-reduced score is
+    # their pooled mean, bit-identical on both ranks
+    partials = [kind(r, "partial") for r in (0, 1)]
+    scores = [kind(r, "score") for r in (0, 1)]
+    assert len(scores[0]) >= 5 and scores[0] == scores[1]
+    assert [(p["update"], p["arch"]) for p in partials[0]] == \
+        [(s["update"], s["arch"]) for s in scores[0]] == \
+        [(p["update"], p["arch"]) for p in partials[1]]
+    local_disagree = 0
+    for p0, p1, s in zip(*partials, scores[0]):
+        assert p0["count"] > 0 and p1["count"] > 0
+        assert p0["total"] / p0["count"] != p1["total"] / p1["count"]
+        assert s["score"] == pytest.approx(
+            (p0["total"] + p1["total"]) / (p0["count"] + p1["count"]) / math.log(2),
+            rel=1e-12)
+    # At each evaluation (candidates first, then the anchor; strictly better
+    # replaces): the decision from the pooled scores is the one taken; from
+    # each rank's own slice alone the ranks would have disagreed.
+    by_update = {}
+    for p0, p1 in zip(*partials):
+        by_update.setdefault(p0["update"], []).append(
+            (p0["arch"], p0["total"] / p0["count"], p1["total"] / p1["count"],
+             (p0["total"] + p1["total"]) / (p0["count"] + p1["count"])))
+    anchor_at = {r["update"] - 1: r["anchor"] for r in logs[0]}  # held during update u
+    for update, rows in by_update.items():
+        before = anchor_at.get(update - 1)
+        cands = [r for r in rows if r[0] != before]
+        held = [r for r in rows if r[0] == before]
+
+        def decide(i):
+            best = min(cands, key=lambda r: r[i]) if cands else None
+            if held and (best is None or not best[i] < held[0][i]):
+                return held[0][0]
+            return best[0]
+
+        assert anchor_at[update] == decide(3), (update, rows)
+        local_disagree += decide(1) != decide(2)
+    # without the all-reduce the ranks would have chosen different anchors
+    assert local_disagree >= 1, by_update
+
+    # -- training losses: each rank's own differ; the candidates both ranks
+    # ranked come from the sums over both ranks (fairseq's all-reduced
+    # logging outputs) and are identical
+    trains = [kind(r, "train") for r in (0, 1)]
+    assert [t["update"] for t in trains[0]] == [t["update"] for t in trains[1]] == \
+        list(range(12))
+    assert all(a["loss"] / a["count"] != b["loss"] / b["count"] for a, b in zip(*trains))
+    ranked = [kind(r, "ranked") for r in (0, 1)]
+    assert ranked[0] == ranked[1] and len(ranked[0]) == 5  # updates 2, 4, ..., 10
+    pooled = {a["update"]: (a["loss"] + b["loss"]) / (a["count"] + b["count"]) / math.log(2)
+              for a, b in zip(*trains)}
+    for ev in ranked[0]:
+        assert 1 <= len(ev["ranked"]) <= 2
+        for _, mean, update in ev["ranked"]:
+            assert mean == pytest.approx(pooled[update], rel=1e-12)

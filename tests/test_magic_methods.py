@@ -76,8 +76,10 @@ def test_magic_at_resume_equals_uninterrupted(data_bin, tmp_path):
     # MAGIC-T: consecutive children differ in exactly one layer
     for prev, cur in zip(log, log[1:]):
         assert sum(x != y for x, y in zip(prev["path"].split(","), cur["path"].split(","))) == 1
-    # the anchor is always a path of the space, set from the first update on
-    assert all(r["anchor"] and len(r["anchor"].split(",")) == 4 for r in log)
+    # no anchor until the first evaluation (update_num 3, logged as update 4)
+    # chooses one by validation; from then on always a path of the space
+    assert [r["anchor"] for r in log[:3]] == [None] * 3
+    assert all(r["anchor"] and len(r["anchor"].split(",")) == 4 for r in log[3:])
     assert sa["anchor"]["last_eval_update"] == 18
 
 
@@ -108,8 +110,10 @@ def test_top_p_anchor_average_target_and_interference_monitor(data_bin, tmp_path
         "--magic-align-warmup-epochs", "1", "--batch-size", "64", "--max-epoch", "2",
         "--magic-interference-interval", "2", updates=1000))
     out = proc.stdout + proc.stderr
-    # top_p picks an anchor at the start of every epoch (= end of the previous)
-    assert re.search(r"anchor at epoch 1: [a-z0-9,]+ \(valid loss", out)
+    # top_p picks an anchor at the start of every epoch (= end of the previous),
+    # never from the untrained weights of epoch 1
+    assert re.search(r"anchor at epoch 2: [a-z0-9,]+ \(valid loss", out)
+    assert "anchor at epoch 1:" not in out
     state = torch.load(tmp_path / "tp" / "checkpoint_last.pt")["extra_state"]["MagicTask"]
     assert state["anchor"]["last_epoch"] == 2 and state["anchor"]["arch"]
     cos = [float(x) for x in re.findall(r"interference_cos=(-?[0-9.]+)", out)]

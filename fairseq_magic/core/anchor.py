@@ -4,8 +4,13 @@ The anchor is the child whose hidden states the sampled children are aligned
 to (section 4 of the paper). Two policies:
 
 ``best`` (section 4, appendix B -- the paper's MAGIC-A / MAGIC-AT): keep the
-    best child seen; every ``interval`` updates the freshly trained child is
-    compared with the anchor and replaces it when it validates better.
+    best child seen; a trained child replaces the anchor when it validates
+    better. Validating every child would score the anchor subset at every
+    update, so every child is recorded with its training MLM loss (a
+    ``CandidateBuffer``) and every ``interval`` updates the ``candidates``
+    children with the lowest training loss are validated against the
+    rescored anchor. The first anchor is the best-validating candidate of the
+    first evaluation, not whichever child happened to be trained first.
 ``top_p`` (section 5.2, Figure 3b): at each epoch end score ``population``
     random children and use the top-p% one as anchor, but keep the previous
     anchor while it still ranks within the top (p +- r)% -- the exact top-p%
@@ -22,12 +27,18 @@ import inspect
 import math
 import random
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .samplers import random_arch
 from .space import Arch, MagicConfigError, SearchSpace
 
 Scorer = Callable[[Arch], float]
+
+# Children validated per evaluation (--magic-anchor-candidates). Each costs one
+# scoring of the anchor subset, as does rescoring the anchor: C = 2 is 3
+# scorings per interval, about 4% of training time at the task's defaults
+# (benchmarks/step_overhead.py, tiny preset on CPU); the target is <= 5%.
+DEFAULT_CANDIDATES = 2
 
 
 @dataclass
@@ -80,13 +91,26 @@ def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+@dataclass
+class AnchorEvaluation:
+    """What one ``BestAnchorPolicy.evaluate`` saw and decided (for the log)."""
+
+    update: int
+    scores: List[Tuple[Arch, float]]      # each candidate validated, in order
+    previous: Optional[Arch]              # the anchor before the evaluation
+    previous_score: Optional[float]       # ...rescored now (None without anchor)
+    anchor: Optional[Arch]                # the anchor after it
+    replaced: bool                        # a replacement (initialisation is not)
+
+
 class BestAnchorPolicy:
     """The paper's rule: the anchor is replaced by a child that validates better.
 
-    ``step`` calls the scorer exactly:
-      * 1 time when there is no anchor yet (the candidate initialises it),
-      * 1 time when the candidate is the anchor (the anchor is rescored),
-      * 2 times otherwise: first the candidate, then the anchor.
+    ``evaluate(state, candidates, ...)`` scores each distinct candidate other
+    than the anchor, in the given order, then the anchor; so it calls the
+    scorer ``len(distinct candidates) + (1 if there is an anchor)`` times:
+    with no anchor yet the best candidate initialises it, with no candidate
+    left the anchor is only rescored. ``step`` is the one-candidate case.
 
     Why rescore the anchor: its stored score was measured with the weights of
     an earlier update, and the shared weights have moved since (pulled by every
@@ -94,48 +118,165 @@ class BestAnchorPolicy:
     high and any fresh candidate would look better, so the anchor would be
     replaced almost every time; if the anchor's operators drifted, the stale
     score is too low and a decayed anchor would never be replaced. Only scores
-    taken with the same weights are comparable, so both are scored now.
+    taken with the same weights are comparable, so all are scored now.
     """
 
     name = "best"
 
-    def __init__(self, interval: int):
+    def __init__(self, interval: int, candidates: int = DEFAULT_CANDIDATES):
         if not _is_int(interval) or interval < 1:
             raise MagicConfigError(
                 f"--magic-anchor-interval {interval!r}: expected an integer >= 1 "
                 "(updates between anchor evaluations)")
+        if not _is_int(candidates) or candidates < 1:
+            raise MagicConfigError(
+                f"--magic-anchor-candidates {candidates!r}: expected an integer >= 1 "
+                "(children validated against the anchor at each evaluation)")
         self.interval = interval
+        self.candidates = candidates
 
     def due(self, update_num: int) -> bool:
         """Whether to evaluate at ``update_num`` (fairseq's finished-update count)."""
         return update_num > 0 and update_num % self.interval == 0
 
+    def evaluate(self, state: AnchorState, candidates: Sequence[Arch], scorer: Scorer,
+                 update_num: int) -> AnchorEvaluation:
+        """Validate ``candidates`` (most promising first) against the anchor.
+
+        The best-scoring candidate (ties: the earlier one) replaces the anchor
+        only when ``candidate_score < anchor_score`` strictly: a tie keeps the
+        anchor, so the alignment target does not flip between equals. A NaN
+        candidate never replaces; a NaN anchor is replaced by any non-NaN
+        candidate. ``state.score`` becomes the winner's fresh score.
+        """
+        distinct: List[Arch] = []
+        for c in candidates:
+            c = Arch(c)
+            if c != state.arch and c not in distinct:
+                distinct.append(c)
+        state.last_eval_update = update_num
+        scores = [(c, _score(scorer, c)) for c in distinct]
+        previous = state.arch
+        previous_score = _score(scorer, previous) if previous is not None else None
+        best = min(scores, key=lambda cs: _rank_key(cs[1]), default=None)
+        replaced = False
+        if previous is None:
+            if best is not None:
+                state.arch, state.score = best
+        elif best is not None and _rank_key(best[1]) < _rank_key(previous_score):
+            state.arch, state.score = best
+            state.replacements += 1
+            replaced = True
+        else:
+            state.score = previous_score
+        return AnchorEvaluation(update_num, scores, previous, previous_score,
+                                state.arch, replaced)
+
     def step(self, state: AnchorState, candidate: Arch, scorer: Scorer,
              update_num: int) -> bool:
-        """Compare ``candidate`` with the anchor; returns True iff the anchor was
-        replaced (initialisation and keeping return False).
+        """``evaluate`` with one candidate; True iff the anchor was replaced
+        (initialisation and keeping return False)."""
+        return self.evaluate(state, [candidate], scorer, update_num).replaced
 
-        Replacement needs ``candidate_score < anchor_score`` strictly: a tie
-        keeps the anchor, so the alignment target does not flip between equals.
-        A NaN candidate never replaces; a NaN anchor is replaced by any
-        non-NaN candidate. ``state.score`` becomes the winner's fresh score.
-        """
-        candidate = Arch(candidate)
-        state.last_eval_update = update_num
-        if state.arch is None:
-            state.arch, state.score = candidate, _score(scorer, candidate)
-            return False
-        if candidate == state.arch:
-            state.score = _score(scorer, state.arch)
-            return False
-        cand_score = _score(scorer, candidate)
-        anchor_score = _score(scorer, state.arch)
-        if _rank_key(cand_score) < _rank_key(anchor_score):
-            state.arch, state.score = candidate, cand_score
-            state.replacements += 1
-            return True
-        state.score = anchor_score
-        return False
+
+class CandidateBuffer:
+    """The children trained since the last evaluation, with their training loss.
+
+    One entry per update: the child and its MLM loss summed over the update's
+    masked tokens (nats) with the token count, accumulated over micro-batches
+    by ``add``. The sums start as this process's own; ``set_total`` replaces
+    them with the sums over every data-parallel rank (ranks train the same
+    child on different data, so only the global sums rank children the same
+    way everywhere) and marks the entry global.
+
+    ``select(k)`` ranks the children by mean training loss per masked token
+    (lowest first; NaN last; ties: the later update first) and returns the
+    best ``k`` distinct ones, each with its best entry. The training loss is
+    only a filter -- it is measured on different batches and weights for
+    every update -- so the winner is still decided by validation.
+    """
+
+    def __init__(self):
+        self._entries: Dict[int, list] = {}  # update -> [Arch, loss_sum, count, global]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, update: int, arch: Sequence[str], loss_sum: float, count: int) -> None:
+        arch = Arch(arch)
+        entry = self._entries.get(update)
+        if entry is None:
+            self._entries[update] = [arch, float(loss_sum), int(count), False]
+            return
+        if entry[0] != arch:
+            raise ValueError(f"update {update} trained {entry[0]} and {arch}: expected "
+                             "one child per update")
+        entry[1] += float(loss_sum)
+        entry[2] += int(count)
+
+    def set_total(self, update: int, loss_sum: float, count: int) -> None:
+        entry = self._entries[update]
+        entry[1], entry[2], entry[3] = float(loss_sum), int(count), True
+
+    def local_updates(self) -> List[int]:
+        """Updates whose sums are still this process's own, ascending."""
+        return sorted(u for u, e in self._entries.items() if not e[3])
+
+    def sums(self, update: int) -> Tuple[float, int]:
+        entry = self._entries[update]
+        return entry[1], entry[2]
+
+    def select(self, k: int, exclude: Optional[Sequence[str]] = None,
+               space: Optional[SearchSpace] = None) -> List[Tuple[Arch, float, int]]:
+        """Up to ``k`` distinct children as ``(arch, mean loss in bits per
+        masked token, update)``, best first; ``exclude`` (the anchor) and
+        children outside ``space`` (removed by shrinking) are skipped, as are
+        updates that saw no masked token."""
+        best: Dict[Arch, Tuple[float, int]] = {}
+        for update, (arch, loss_sum, count, _) in self._entries.items():
+            if count <= 0 or arch == exclude or (space is not None and not space.contains(arch)):
+                continue
+            mean = loss_sum / count / math.log(2)
+            if arch not in best or (_rank_key(mean), -update) < (_rank_key(best[arch][0]),
+                                                                 -best[arch][1]):
+                best[arch] = (mean, update)
+        ranked = sorted(best.items(), key=lambda kv: (_rank_key(kv[1][0]), -kv[1][1]))
+        return [(arch, mean, update) for arch, (mean, update) in ranked[:k]]
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def state_dict(self) -> dict:
+        return {"entries": [[int(u), str(e[0]), float(e[1]), int(e[2]), bool(e[3])]
+                            for u, e in sorted(self._entries.items())]}
+
+    def load_state_dict(self, state: dict, num_layers: Optional[int] = None) -> None:
+        """Restore from ``state_dict()``; with ``num_layers``, check every child
+        has that depth (its children may have left a shrunk space since, so
+        they are not checked against one)."""
+        entries = {}
+        for update, spec, loss_sum, count, is_global in state.get("entries", []):
+            arch = Arch(spec.split(","))
+            if num_layers is not None and len(arch) != num_layers:
+                raise MagicConfigError(
+                    f"anchor candidate '{spec}' has {len(arch)} layers: expected "
+                    f"{num_layers} (a checkpoint of another super-net?)")
+            entries[int(update)] = [arch, float(loss_sum), int(count), bool(is_global)]
+        self._entries = entries
+
+
+def best_scored(children: Sequence[Sequence[str]], scores: Sequence[float],
+                space: Optional[SearchSpace] = None) -> Optional[Tuple[Arch, float]]:
+    """The best-scoring child (ties: the first) among those in ``space``, or
+    None. Replaces an anchor that progressive shrinking removed, from the
+    scores shrinking has just taken with the same weights on the same subset."""
+    best = None
+    for child, score in zip(children, scores):
+        if space is not None and not space.contains(child):
+            continue
+        if best is None or _rank_key(float(score)) < _rank_key(best[1]):
+            best = (Arch(child), float(score))
+    return best
 
 
 class TopPAnchorPolicy:
@@ -235,7 +376,7 @@ def _params(cls) -> set:
 
 
 def build_anchor_policy(name: str, **opts):
-    """``build_anchor_policy("best", interval=...)`` or
+    """``build_anchor_policy("best", interval=..., candidates=...)`` or
     ``build_anchor_policy("top_p", p=..., r=..., population=...)``.
 
     Options that belong to the OTHER policy are dropped (and so not

@@ -20,7 +20,8 @@ from fairseq.logging import metrics
 from fairseq.tasks import register_task
 from fairseq.tasks.masked_lm import MaskedLMConfig, MaskedLMTask
 
-from ..core.anchor import ANCHOR_POLICIES, AnchorState, build_anchor_policy
+from ..core.anchor import (ANCHOR_POLICIES, DEFAULT_CANDIDATES, AnchorState,
+                           CandidateBuffer, best_scored, build_anchor_policy)
 from ..core.samplers import SAMPLERS, build_sampler, random_arch
 from ..core.shrinking import ProgressiveShrinking
 from ..core.space import Arch, MagicConfigError, SearchSpace
@@ -54,8 +55,16 @@ class MagicTaskConfig(MaskedLMConfig):
                                 "best (paper: replace when a child validates better), "
                                 "top_p (paper Fig. 4b: keep the anchor in the top p+-r%)"})
     magic_anchor_interval: int = field(
-        default=100, metadata={"help": "best: score the last trained child against "
-                               "the anchor every N updates"})
+        default=100, metadata={"help": "best: every N updates validate the most "
+                               "promising children trained since the last evaluation "
+                               "(--magic-anchor-candidates) against the rescored anchor"})
+    magic_anchor_candidates: int = field(
+        default=DEFAULT_CANDIDATES, metadata={
+            "help": "best: children validated at each evaluation, the C with the lowest "
+                    "training MLM loss since the last one (every trained child competes); "
+                    "costs C + 1 scorings of the anchor subset per interval (the anchor "
+                    "is rescored): at the defaults C=2 is about 4% of training time "
+                    "(benchmarks/step_overhead.py), each extra candidate about 1.5% more"})
     magic_anchor_valid_batches: int = field(
         default=4, metadata={"help": "batches of the fixed held-out subset that score "
                              "children for the anchor"})
@@ -141,9 +150,12 @@ class MagicTask(MaskedLMTask):
         self.sampler_name, self.anchor_name = resolve_method(cfg)
         self.anchor_policy = build_anchor_policy(
             self.anchor_name, interval=cfg.magic_anchor_interval,
-            p=cfg.magic_anchor_top_p, r=cfg.magic_anchor_band,
+            candidates=cfg.magic_anchor_candidates, p=cfg.magic_anchor_top_p,
+            r=cfg.magic_anchor_band,
             population=cfg.magic_anchor_population) if self.anchor_name != "none" else None
         self.anchor = AnchorState()
+        self.anchor_candidates = CandidateBuffer()  # best: children since the last evaluation
+        self._loss_update = None  # update whose loss awaits the trainer's all-ranks sums
         self.epoch = 1
         self.current_update = 0
         self._pending_state = None
@@ -217,43 +229,107 @@ class MagicTask(MaskedLMTask):
         if first_micro_batch and self.sampler is not None:
             self._maybe_update_anchor(model, update_num)
         arch = self._activate(model, update_num)
-        if arch is not None and self.anchor_policy is not None and self.anchor.arch is None:
-            # Until the first evaluation the anchor is the first child trained.
-            self.anchor.arch = arch
         if arch is not None and self.cfg.magic_path_log:
             self._log_path(update_num, arch)
         if first_micro_batch and self.anchor_policy is not None:
             metrics.log_scalar("anchor_repl", self.anchor.replacements, weight=0, round=0)
             if self.anchor.score is not None:
                 metrics.log_scalar("anchor_loss", self.anchor.score, weight=0, round=3)
-        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        out = super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        if arch is not None and self.anchor_name == "best":
+            self._record_train_loss(update_num, arch, out[2], ignore_grad)
+        return out
 
     # ---- anchor (MAGIC-A) ----
     def alignment_anchor(self) -> Optional[Arch]:
         return self.anchor.arch if self.anchor_policy is not None else None
 
+    @staticmethod
+    def _train_loss_key(logging_output) -> str:
+        # magic_alignment's "loss" includes the alignment term; "mlm_loss" is the
+        # child's own prediction loss. Other criteria (masked_lm) log only "loss".
+        return "mlm_loss" if "mlm_loss" in logging_output else "loss"
+
+    def _record_train_loss(self, update_num: int, arch, logging_output, ignore_grad) -> None:
+        """Every trained child is an anchor candidate, ranked by its training MLM
+        loss (summed over the update's micro-batches, all of one child). A
+        dummy batch (ignore_grad) adds the update with nothing in it, as
+        fairseq zeroes its logging output."""
+        if ignore_grad:
+            loss, count = 0.0, 0
+        else:
+            loss = float(logging_output.get(self._train_loss_key(logging_output), 0.0))
+            count = int(logging_output.get("sample_size", 0))
+        self.anchor_candidates.add(update_num, arch, loss, count)
+        self._loss_update = update_num
+
+    def reduce_metrics(self, logging_outputs, criterion):
+        super().reduce_metrics(logging_outputs, criterion)
+        # fairseq's trainer hands over each update's logging outputs summed over
+        # every rank (and micro-batch) right after the update: those sums rank
+        # the update's child identically on every rank, at no extra
+        # communication, and are what the checkpoint (written by rank 0
+        # alone) must hold for a resumed job to choose as an uninterrupted one.
+        # Validation also reduces metrics, with the criterion in eval mode.
+        if self._loss_update is None or not getattr(criterion, "training", False) \
+                or not logging_outputs:
+            return
+        update, self._loss_update = self._loss_update, None
+        key = self._train_loss_key(logging_outputs[0])
+        self.anchor_candidates.set_total(
+            update, sum(float(log.get(key, 0.0)) for log in logging_outputs),
+            sum(int(log.get("sample_size", 0)) for log in logging_outputs))
+
+    def _ranked_anchor_candidates(self, model):
+        """The policy's C best children of the buffer, the same on every rank."""
+        buf = self.anchor_candidates
+        _, world = data_parallel_rank_and_size()
+        local = buf.local_updates()
+        if world > 1 and local:
+            # Sums no trainer has reduced (train_step driven without fairseq's
+            # trainer): all-reduce them here, once per interval. Every rank
+            # trained the same children at the same updates, so entries align.
+            from fairseq.distributed import utils as dist_utils
+
+            device = next(unwrap_model(model).parameters()).device
+            sums = torch.tensor([buf.sums(u) for u in local], dtype=torch.float64,
+                                device=device)
+            dist_utils.all_reduce(sums, group=dist_utils.get_data_parallel_group())
+            for u, (loss, count) in zip(local, sums.tolist()):
+                buf.set_total(u, loss, int(round(count)))
+        return buf.select(self.anchor_policy.candidates, exclude=self.anchor.arch,
+                          space=self.search_space)
+
     def _maybe_update_anchor(self, model, update_num: int) -> None:
         if self.anchor_name != "best" or not self.anchor_policy.due(update_num):
             return
-        last = self.sampler.state_dict()["path"]  # the child trained at update_num - 1
-        if last is None:
-            return
-        old = self.anchor.arch
-        replaced = self.anchor_policy.step(
-            self.anchor, Arch(last), lambda a: self.score_arch(model, a), update_num)
-        if replaced:
-            logger.info(f"anchor replaced at update {update_num}: {old} -> "
-                        f"{self.anchor.arch} (valid loss {self.anchor.score:.4f}, "
-                        f"{self.anchor.replacements} replacements)")
+        ranked = self._ranked_anchor_candidates(model)
+        self.anchor_candidates.clear()
+        if not ranked and self.anchor.arch is None:
+            return  # nothing trained (in the space) yet
+        ev = self.anchor_policy.evaluate(
+            self.anchor, [arch for arch, _, _ in ranked],
+            lambda a: self.score_arch(model, a), update_num)
+        train = {arch: loss for arch, loss, _ in ranked}
+        cands = ", ".join(f"{a} (train {train[a]:.4f}, valid {v:.4f})" for a, v in ev.scores)
+        if ev.previous is None:
+            outcome = f"first anchor {ev.anchor}"
+        else:
+            outcome = (f"anchor {ev.previous} valid {ev.previous_score:.4f}; "
+                       + (f"anchor replaced by {ev.anchor} ({self.anchor.replacements} "
+                          "replacements)" if ev.replaced else "anchor kept"))
+        logger.info(f"anchor evaluation at update {update_num}: candidates "
+                    f"[{cands or 'none'}] (bits per masked token); {outcome}")
 
     def begin_epoch(self, epoch, model):
         super().begin_epoch(epoch, model)
         self.epoch = epoch
         self._maybe_shrink(model, epoch)
-        if self.anchor_name == "top_p" and self.sampler is not None:
-            # Run at the start of epoch e = the end of epoch e-1 (and once at
-            # the start, to pick a first anchor); same-epoch reruns on resume
-            # are no-ops inside the policy.
+        if self.anchor_name == "top_p" and self.sampler is not None and epoch >= 2:
+            # Run at the start of epoch e = the end of epoch e-1; never at the
+            # start of training, where a ranking of untrained weights is noise
+            # (no anchor, so no alignment, during epoch 1). Same-epoch reruns
+            # on resume are no-ops inside the policy.
             old = self.anchor.arch
             replaced = self.anchor_policy.step_epoch(
                 self.anchor, self.sampler.space, lambda a: self.score_arch(model, a),
@@ -270,8 +346,9 @@ class MagicTask(MaskedLMTask):
         if self._model is not None:
             self._model.search_space = space
         if self.anchor.arch is not None and not space.contains(self.anchor.arch):
-            logger.info(f"anchor {self.anchor.arch} left the shrunk space; the next "
-                        "trained child becomes the anchor")
+            logger.info(f"anchor {self.anchor.arch} left the shrunk space and no scored "
+                        "child can replace it: no anchor (no alignment) until the next "
+                        "evaluation chooses one")
             self.anchor.arch, self.anchor.score = None, None
 
     def _maybe_shrink(self, model, epoch: int) -> None:
@@ -282,8 +359,21 @@ class MagicTask(MaskedLMTask):
         done_for = self.shrink_history[-1]["epoch"] if self.shrink_history else 0
         if epoch - 1 <= done_for or self.shrinker.done(self.search_space):
             return
-        new_space, removed, _, _ = self.shrinker.step(
+        new_space, removed, children, scores = self.shrinker.step(
             self.search_space, lambda a: self.score_arch(model, a), self.cfg.seed, epoch - 1)
+        old = self.anchor.arch
+        if old is not None and not new_space.contains(old):
+            # The shrinker has just validated its children with these weights on
+            # the anchor subset: the best of those still in the space replaces
+            # the anchor, without scoring anything again.
+            best = best_scored(children, scores, new_space)
+            if best is not None:
+                self.anchor.arch, self.anchor.score = best
+                self.anchor.replacements += 1
+                logger.info(f"shrinking removed an operator of the anchor {old}: the best "
+                            f"scored child of the remaining space replaces it: "
+                            f"{self.anchor.arch} (valid loss {self.anchor.score:.4f}, "
+                            f"{self.anchor.replacements} replacements)")
         self.shrink_history.append({
             "epoch": epoch - 1, "size": new_space.size(),
             "removed": [[int(l), str(o), float(r)] for l, o, r in removed]})
@@ -395,6 +485,7 @@ class MagicTask(MaskedLMTask):
             state["sampler"] = self.sampler.state_dict()
             state["search_space"] = self.sampler.space.state_dict()
             state["anchor"] = self.anchor.state_dict()
+            state["anchor_candidates"] = self.anchor_candidates.state_dict()
             state["shrink_history"] = self.shrink_history
         return {type(self).__name__: state}
 
@@ -418,6 +509,8 @@ class MagicTask(MaskedLMTask):
             self.anchor.load_state_dict(state["anchor"])
             if self.anchor.arch is not None:
                 self.sampler.space.validate(self.anchor.arch)
+        self.anchor_candidates.load_state_dict(
+            state.get("anchor_candidates") or {}, num_layers=self.search_space.num_layers)
         self.epoch = state.get("epoch", self.epoch)
 
 
