@@ -7,6 +7,7 @@ import importlib.util
 import json
 import math
 import os
+import statistics
 
 import pytest
 
@@ -49,18 +50,31 @@ def finite_positive(x):
     return isinstance(x, float) and math.isfinite(x) and x > 0
 
 
-def test_writes_json_and_replaces_md_section(bench, tmp_path, data_dir):
+def test_writes_json_and_replaces_md_section(bench, tmp_path, data_dir, monkeypatch):
     out_json = tmp_path / "res" / "step_overhead.json"
     out_json.parent.mkdir()
     out_json.write_text(json.dumps({"other_benchmark": 42}))
     md = tmp_path / "RESULTS.md"
     md.write_text("# Results\n\nhand-written intro\n")
 
-    rc, out_json, out_md = run(bench, tmp_path, data_dir)
+    # Targets no run can miss: every verdict PASS, --check exits 0.
+    for name in ("TARGET", "MAGIC_AT_TARGET", "ANCHOR_FRACTION_TARGET"):
+        monkeypatch.setattr(bench, name, 1e9)
+    rc, out_json, out_md = run(bench, tmp_path, data_dir, "--check")
     assert rc == 0
     data = json.loads(out_json.read_text())
     ratio = data["supernet_over_child"]
     assert finite_positive(ratio)
+    # Each ratio is the ratio of the timings recorded beside it.
+    med, mins = data["median_update_ms"], data["min_update_ms"]
+    assert ratio == pytest.approx(med["supernet"] / med["child"], rel=1e-9)
+    assert data["supernet_over_child_min"] == pytest.approx(mins["supernet"] / mins["child"],
+                                                            rel=1e-9)
+    rounds = data["round_mean_ms"]  # rounded to 1e-3 ms in the JSON
+    assert data["supernet_over_child_paired_rounds_median"] == pytest.approx(
+        statistics.median(s / c for s, c in zip(rounds["supernet"], rounds["child"])),
+        rel=1e-2)
+    assert data["pass"] is True and data["target"] == 1e9
     assert data["other_benchmark"] == 42  # merged, not overwritten
     assert data["parts"] == ["child", "magic_at", "anchor"]
     assert data["equivalence_check"]["loss_abs_diff"] <= 1e-5
@@ -97,14 +111,30 @@ def test_writes_json_and_replaces_md_section(bench, tmp_path, data_dir):
         assert finite_positive(a[key])
     assert fraction == pytest.approx(
         a["eval_median_ms"] / (a["interval"] * d["median_update_ms"]["magic_at"]))
+    assert a["eval_median_ms"] == pytest.approx(statistics.median(a["eval_ms"]), rel=1e-3)
+    m, per = d["median_update_ms"], d["update_ms"]  # update_ms rounded to 1e-3 ms
+    for name in ("magic_at", "spos", "magic_a"):
+        assert len(per[name]) == 6
+        assert m[name] == pytest.approx(statistics.median(per[name]), rel=1e-3, abs=1e-3)
+    assert magic == pytest.approx(m["magic_at"] / m["spos"], rel=1e-9)
+    assert d["magic_at_over_spos"]["paired_rounds_median"] == pytest.approx(
+        statistics.median(a_ / s_ for a_, s_ in zip(d["round_mean_ms"]["magic_at"],
+                                                    d["round_mean_ms"]["spos"])), rel=1e-2)
+    assert d["magic_a_over_spos"]["paired_updates_median"] == pytest.approx(
+        statistics.median(a_ / s_ for a_, s_ in zip(per["magic_a"], per["spos"])), rel=1e-2)
+    assert d["magic_at_over_spos"]["pass"] is True and a["pass"] is True
 
     text = out_md.read_text()
     assert text.startswith("# Results\n\nhand-written intro\n")
     assert "## step_overhead: super-net vs child update time" in text
     assert "## step_overhead: MAGIC-AT vs SPOS" in text
     assert f"`{data['command']}`" in text
-    assert f"{ratio:.3f}" in text  # the tables show the run's numbers
-    assert f"{magic:.3f}" in text and f"{fraction:.4f}" in text
+    # the tables show the run's numbers, each with its verdict
+    assert f"| median (`supernet_over_child`) | {ratio:.3f} | <= 1000000000.0 (PASS) |" in text
+    assert (f"| MAGIC-AT / SPOS, median (`magic_at_over_spos`) | {magic:.3f} | "
+            "<= 1000000000.0 (PASS) |") in text
+    assert f"| {fraction:.4f} | <= 1000000000.0 (PASS) |" in text
+    assert "FAIL" not in text
 
     rc, _, _ = run(bench, tmp_path, data_dir, "--seed", "2")
     assert rc == 0
@@ -128,6 +158,7 @@ def test_parts_and_check_flag(bench, tmp_path, data_dir, monkeypatch):
     assert data["pass"] is False and data["parts"] == ["child"]
     assert "magic_overhead" not in data and "magic_at_over_spos" not in data
     assert bench.MAGIC_MD_BEGIN not in out_md.read_text()
+    assert f"{data['supernet_over_child']:.3f} | <= 0.0 (FAIL) |" in out_md.read_text()
 
     # Only the anchor part: MAGIC-AT updates without SPOS; the child's results stay.
     monkeypatch.setattr(bench, "TARGET", 10.0)
@@ -143,3 +174,4 @@ def test_parts_and_check_flag(bench, tmp_path, data_dir, monkeypatch):
     assert finite_positive(data["supernet_over_child"])  # kept from the first run
     text = out_md.read_text()
     assert text.count(bench.MD_BEGIN) == 1 and text.count(bench.MAGIC_MD_BEGIN) == 1
+    assert f"| {data['anchor_validation_fraction']:.4f} | <= 0.0 (FAIL) |" in text
