@@ -1,9 +1,9 @@
 """Tests for scripts/prepare_corpus.py, run as a subprocess like `make demo` does."""
 import json
+import os
 import random
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -143,15 +143,26 @@ def test_same_seed_is_deterministic_other_seed_differs(built):
                != (root / "c" / "raw" / f"{s}.txt").read_bytes() for s in ("valid", "test"))
 
 
-def test_second_run_without_force_is_a_noop(built):
+def test_second_run_without_force_is_a_noop(built, tmp_path):
     out = built["root"] / "a"
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
-    t0 = time.monotonic()
-    r = run("--input", built["text"], "--vocab-size", 200, "--seed", 9, "--out", out)
+    # It exits before importing sentencepiece, fairseq or torch: here importing
+    # any of them fails.
+    poison = tmp_path / "poison"
+    for name in ("sentencepiece", "fairseq", "torch"):
+        (poison / name).mkdir(parents=True)
+        (poison / name / "__init__.py").write_text(f"raise ImportError('imported {name}')\n")
+    r = subprocess.run(cmd("--input", built["text"], "--vocab-size", 200, "--seed", 9,
+                           "--out", out), capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=str(poison)))
     assert r.returncode == 0, r.stderr
     assert "already prepared" in r.stdout
-    assert time.monotonic() - t0 < 5  # exits before importing sentencepiece/fairseq
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    # the poison works: a run that has to build fails on it
+    r = subprocess.run(cmd("--input", built["text"], "--vocab-size", 200,
+                           "--out", tmp_path / "fresh"), capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=str(poison)))
+    assert r.returncode != 0 and "imported sentencepiece" in r.stderr, r.stderr[-2000:]
 
 
 def test_missing_input_file(tmp_path):
