@@ -313,3 +313,47 @@ def test_preset_values(arch, layers, hidden, ops, embed):
     ns = Namespace(encoder_layers=2, magic_embed_dim=0)
     ARCH_CONFIG_REGISTRY[arch](ns)
     assert ns.encoder_layers == 2 and ns.magic_embed_dim == 0
+
+
+# --------------------------------------------------- alignment block boundaries
+
+@pytest.mark.parametrize("layers,every,expected", [
+    (6, 4, [3, 5]),        # 1-based: layer 4, then the top layer 6
+    (4, 3, [2, 3]),
+    (4, 1, [0, 1, 2, 3]),
+    (4, 8, [3]),           # a block longer than the model: the top layer only
+])
+def test_criterion_aligns_exactly_the_block_boundary_outputs(data_bin, layers, every, expected):
+    from fairseq_magic.core.alignment import block_boundaries
+
+    assert block_boundaries(layers, every) == expected
+    task, model, criterion = build_in_process(
+        data_bin, "--magic-method", "magic_a", "--magic-align-warmup-epochs", "0",
+        "--magic-align-every", str(every), "--encoder-layers", str(layers), *NO_DROPOUT)
+    assert criterion.boundaries == block_boundaries(layers, every)
+    rng = random.Random(f"boundaries:{layers}:{every}")
+    child = random_arch(task.search_space, rng)
+    anchor = task.search_space.parse(",".join(
+        ["ffn" if child[0] != "ffn" else "conv3"] + list(random_arch(task.search_space, rng))[1:]))
+    task.anchor.arch = anchor
+    model.set_active_path(child)
+    model.train()
+    sample = masked_batch(task)
+    _, sample_size, out = criterion(model, sample)
+    got = float(out["align_loss"]) / sample_size  # logged as MSE sum x masked tokens
+
+    # By hand: both paths' layer outputs (no dropout: train = eval), squared
+    # error averaged over the non-pad positions and the hidden dims, per layer.
+    tokens = sample["net_input"]["src_tokens"]
+    real = tokens.ne(task.source_dictionary.pad()).unsqueeze(-1).double()
+    encoder = model.encoder.sentence_encoder
+    with torch.no_grad():
+        h_child = encoder(tokens, path=child, return_all_hiddens=True)[1]
+        h_anchor = encoder(tokens, path=anchor, return_all_hiddens=True)[1]
+    mse = [float((((c.double() - a.double()) * real) ** 2).sum() / (real.sum() * c.size(-1)))
+           for c, a in zip(h_child, h_anchor)]
+    assert len(mse) == layers and min(mse) > 0  # the paths differ from layer 0 on
+    assert got == pytest.approx(sum(mse[n] for n in expected), rel=1e-5)
+    for other in ({layers - 1}, set(range(layers))):  # top only / every layer
+        if other != set(expected):
+            assert abs(got - sum(mse[n] for n in other)) > 1e-3 * got
