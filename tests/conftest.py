@@ -34,13 +34,30 @@ def make_text(path, n_lines, seed):
                 f.write("\n")
 
 
+def fairseq_preprocess(*argv):
+    """fairseq-preprocess ARGV in this process (a subprocess spends seconds
+    importing fairseq)."""
+    import logging
+
+    from fairseq import options
+    from fairseq_cli import preprocess as fairseq_cli_preprocess
+
+    args = options.get_preprocessing_parser().parse_args([str(a) for a in argv])
+    log = logging.getLogger("fairseq_cli.preprocess")
+    handlers = list(log.handlers)
+    try:
+        fairseq_cli_preprocess.main(args)
+    finally:
+        for h in log.handlers:  # main() adds a log file handler per call
+            if h not in handlers:
+                log.removeHandler(h)
+                h.close()
+
+
 def preprocess(text_dir, dest):
-    subprocess.run(
-        [sys.executable, "-m", "fairseq_cli.preprocess", "--only-source",
-         "--trainpref", os.path.join(text_dir, "train.txt"),
-         "--validpref", os.path.join(text_dir, "valid.txt"),
-         "--destdir", dest, "--workers", "1"],
-        check=True, capture_output=True)
+    fairseq_preprocess("--only-source", "--trainpref", os.path.join(text_dir, "train.txt"),
+                       "--validpref", os.path.join(text_dir, "valid.txt"),
+                       "--destdir", dest, "--workers", "1")
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,8 @@ import sys
 import pytest
 import torch
 
-from conftest import USER_DIR, cli_in_process, make_text, masked_batch, run_train
+from conftest import (USER_DIR, cli_in_process, fairseq_preprocess, make_text,
+                      masked_batch, run_train)
 
 SPEC = "mha2d32,ffn,conv3,conv5"  # every operator kind, one per layer
 DIMS = ["--encoder-embed-dim", "32"]  # the child's layers come from --magic-arch
@@ -148,12 +149,9 @@ def test_sentence_prediction_finetunes(exported, data_bin, tmp_path):
     cls = tmp_path / "cls-bin"
     for field, extra in (("input0", ["--srcdict", os.path.join(data_bin, "dict.txt")]),
                          ("label", [])):
-        subprocess.run(
-            [sys.executable, "-m", "fairseq_cli.preprocess", "--only-source",
-             "--trainpref", str(text / f"train.{field}"),
-             "--validpref", str(text / f"valid.{field}"),
-             "--destdir", str(cls / field), "--workers", "1", *extra],
-            check=True, capture_output=True)
+        fairseq_preprocess("--only-source", "--trainpref", text / f"train.{field}",
+                           "--validpref", text / f"valid.{field}",
+                           "--destdir", cls / field, "--workers", "1", *extra)
     proc = run_train(finetune_args(
         cls, tmp_path / "ft", "--task", "sentence_prediction",
         "--criterion", "sentence_prediction", "--num-classes", "2",
