@@ -104,6 +104,10 @@ def atomic_json(path, obj):
             json.dump(obj, f, indent=1)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp creates the file 0600; results are for everyone who may read the folder
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
