@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny fairseq data-bin made from text generated here."""
 
+import contextlib
 import os
 import random
 import subprocess
@@ -88,7 +89,8 @@ def train_args(data, save_dir, *extra, updates=10, arch="magic_supernet", model=
 
 
 def run_train(args, env=None, check=True, timeout=600):
-    """Run fairseq-train in a subprocess (fairseq's registries are global)."""
+    """Run fairseq-train in a subprocess (a fresh process: for runs that must
+    show the real command's behaviour; ``train_in_process`` is faster)."""
     e = dict(os.environ)
     e.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"})
     e.update(env or {})
@@ -102,6 +104,71 @@ def run_train(args, env=None, check=True, timeout=600):
         raise AssertionError(f"fairseq-train failed ({proc.returncode}):\n"
                              f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+class TrainResult:
+    """What run_train returns: the exit status and the captured output."""
+
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@contextlib.contextmanager
+def fairseq_run_in_process():
+    """Run fairseq's command-line code in this process: yields a StringIO that
+    collects its log (fairseq logs through ``logging``, progress lines
+    included, in fairseq-train's format) and stdout. fairseq-train reseeds the
+    global RNGs and some scripts set sys.argv: both are restored afterwards."""
+    import io
+    import logging
+
+    import numpy as np
+    import torch
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)s | %(name)s | "
+                                           "%(message)s"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    argv, py_state, np_state = list(sys.argv), random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(out):
+            yield out
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        sys.argv[:] = argv
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
+def train_in_process(args, check=True):
+    """fairseq-train ARGS in this process (no interpreter start, no fairseq
+    import: seconds saved per run). ``stdout`` holds its log; an exception is a
+    non-zero ``returncode`` with the traceback in ``stderr``."""
+    import traceback
+
+    from fairseq import options
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from fairseq.distributed import utils as distributed_utils
+    from fairseq_cli import train as fairseq_train
+
+    code, err = 0, ""
+    with fairseq_run_in_process() as out:
+        try:
+            parsed = options.parse_args_and_arch(options.get_training_parser(),
+                                                 [str(a) for a in args])
+            distributed_utils.call_main(convert_namespace_to_omegaconf(parsed),
+                                        fairseq_train.main)
+        except (Exception, SystemExit):
+            code, err = 1, traceback.format_exc()
+    if check and code:
+        raise AssertionError(f"fairseq-train failed in-process:\n{out.getvalue()[-3000:]}\n"
+                             f"{err[-6000:]}")
+    return TrainResult(code, out.getvalue(), err)
 
 
 def training_cfg(data, *extra, arch="magic_supernet", model=TINY_MODEL):
@@ -198,6 +265,34 @@ def cli_in_process(module, prog, *argv):
     return code, out.getvalue(), err.getvalue()
 
 
+def run_as_console_script(module, prog, *argv):
+    """What the installed console script ``prog`` and ``python -m module`` run,
+    in this process: the entry point must be ``module:cli_main``, and the
+    module runs as ``__main__``. Returns (exit code, stdout, stderr)."""
+    import io
+    import runpy
+    import warnings
+    from importlib.metadata import entry_points
+
+    scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
+    assert scripts.get(prog) == f"{module}:cli_main", scripts.get(prog)
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.argv
+    sys.argv = [prog, *map(str, argv)]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+                warnings.catch_warnings():
+            # runpy notes the module was imported before: the tests did, not the tool
+            warnings.filterwarnings("ignore", "'.*' found in sys.modules", RuntimeWarning)
+            runpy.run_module(module, run_name="__main__")
+    except SystemExit as e:
+        code = e.code
+    finally:
+        sys.argv = saved
+    return code, out.getvalue(), err.getvalue()
+
+
 def masked_batch(task, n=4, seed=0):
     """A real masked-LM batch from the task's valid split."""
     from fairseq_magic.evaluation import fixed_batches
@@ -211,5 +306,5 @@ def trained_supernet(data_bin, tmp_path_factory):
     every test that only READS it (scoring, search, export, analysis). A test
     that writes next to it or changes it must copy it first."""
     d = tmp_path_factory.mktemp("trained_supernet")
-    run_train(train_args(data_bin, d, updates=5))
+    train_in_process(train_args(data_bin, d, updates=5))
     return str(d / "checkpoint_last.pt")

@@ -1,16 +1,14 @@
 """magic-children: scores children of a trained super-net with shared weights.
 
 Reads the shared 5-update super-net (conftest's ``trained_supernet``); the tool
-runs in-process except for one console-script call."""
+runs in-process."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from conftest import cli_in_process, reference_loss_bits
+from conftest import cli_in_process, reference_loss_bits, run_as_console_script
 
 FIXED = ["ffn,ffn,ffn,ffn", "conv3,conv3,conv3,conv3"]
 ARGS = ["--num-random", "3", "--arch", FIXED[0], "--arch", FIXED[1], "--max-batches", "2"]
@@ -86,9 +84,8 @@ def test_bad_inputs(trained_supernet, tmp_path):
         code, _, err = children(ckpt, "--num-random", "1", *args)
         assert code == 2 and needle in err, (args, err[-2000:])
         assert err.strip().splitlines()[-1].startswith("magic-children: error: ")
-    # the installed console entry point, in its own process: same message, exit 2
-    proc = subprocess.run([sys.executable, "-m", "fairseq_magic.cli.children",
-                           str(tmp_path / "missing.pt")], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "magic-children: error: checkpoint" in proc.stderr and "does not exist" in proc.stderr
+    # the console script / python -m entry: same message, exit 2
+    code, _, err = run_as_console_script("fairseq_magic.cli.children", "magic-children",
+                                         tmp_path / "missing.pt")
+    assert code == 2, err[-2000:]
+    assert "magic-children: error: checkpoint" in err and "does not exist" in err

@@ -9,25 +9,16 @@ helper.
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 import torch
 
 from conftest import (USER_DIR, cli_in_process, fairseq_preprocess, make_text,
-                      masked_batch, run_train)
+                      masked_batch, run_as_console_script, train_in_process)
 
 SPEC = "mha2d32,ffn,conv3,conv5"  # every operator kind, one per layer
 DIMS = ["--encoder-embed-dim", "32"]  # the child's layers come from --magic-arch
-
-
-def export(*argv):
-    """Run magic-export in a subprocess: (returncode, stdout, stderr)."""
-    e = dict(os.environ, OMP_NUM_THREADS="1")
-    p = subprocess.run([sys.executable, "-m", "fairseq_magic.cli.export", *map(str, argv)],
-                       capture_output=True, text=True, env=e, timeout=300)
-    return p.returncode, p.stdout, p.stderr
 
 
 def finetune_args(data, save_dir, *extra):
@@ -121,7 +112,7 @@ def test_exported_child_matches_supernet_path(supernet, loaded):
 
 def test_masked_lm_continues_pretraining(exported, data_bin, tmp_path):
     ckpt = exported / "model.pt"
-    proc = run_train(finetune_args(
+    proc = train_in_process(finetune_args(
         data_bin, tmp_path / "mlm", "--task", "masked_lm", "--criterion", "masked_lm",
         "--tokens-per-sample", "32", "--max-update", "2", "--restore-file", ckpt))
     assert f"Loaded checkpoint {ckpt} (epoch 1 @ 0 updates)" in proc.stdout
@@ -152,7 +143,7 @@ def test_sentence_prediction_finetunes(exported, data_bin, tmp_path):
         fairseq_preprocess("--only-source", "--trainpref", text / f"train.{field}",
                            "--validpref", text / f"valid.{field}",
                            "--destdir", cls / field, "--workers", "1", *extra)
-    proc = run_train(finetune_args(
+    proc = train_in_process(finetune_args(
         cls, tmp_path / "ft", "--task", "sentence_prediction",
         "--criterion", "sentence_prediction", "--num-classes", "2",
         "--classification-head-name", "sentence_classification_head",
@@ -225,8 +216,9 @@ def test_export_errors(supernet, exported, tmp_path, monkeypatch, capsys):
     assert code == 2 and "--force" in stderr
     assert (exported / "model.pt").stat().st_mtime_ns == before
     assert not list(tmp_path.iterdir())
-    # the real console entry point (subprocess): same message, exit 2
-    rc, _, stderr = export(ckpt, "--arch", "mha2d32,ffn", "--out", tmp_path / "d")
+    # the console script / python -m entry: same message, exit 2
+    rc, _, stderr = run_as_console_script("fairseq_magic.cli.export", "magic-export",
+                                          ckpt, "--arch", "mha2d32,ffn", "--out", tmp_path / "d")
     assert rc == 2 and "magic-export: error: --arch 'mha2d32,ffn'" in stderr
     assert not (tmp_path / "d").exists()
 

@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 
-from conftest import build_in_process, run_train, train_args
+from conftest import build_in_process, train_args, train_in_process
 from fairseq_magic.core.space import MagicConfigError
 
 SHRINK = ["--magic-shrink", "--magic-shrink-per-epoch", "3", "--magic-shrink-children", "8",
@@ -32,8 +32,8 @@ def _epoch_ends(out):
 def test_shrinks_each_epoch_to_one_child_and_resumes_exactly(data_bin, tmp_path):
     full, split = tmp_path / "full", tmp_path / "split"
     log = ["--magic-path-log"]
-    proc = run_train(train_args(data_bin, full, *SHRINK, *log, str(full / "p.jsonl"),
-                                "--max-epoch", "6", updates=10000))
+    proc = train_in_process(train_args(data_bin, full, *SHRINK, *log, str(full / "p.jsonl"),
+                                       "--max-epoch", "6", updates=10000))
     history = _state(full)["shrink_history"]
     # 4 layers x 4 ops = 16 candidates; 3 removed per epoch end -> 1 child after 4
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
@@ -69,10 +69,10 @@ def test_shrinks_each_epoch_to_one_child_and_resumes_exactly(data_bin, tmp_path)
     assert used_before_removal  # the log is not trivially clean: removed ops were trained
 
     # stop after epoch 2, resume to 6: same shrinking, same weights, same log
-    run_train(train_args(data_bin, split, *SHRINK, *log, str(split / "p.jsonl"),
-                         "--max-epoch", "2", updates=10000))
-    run_train(train_args(data_bin, split, *SHRINK, *log, str(split / "p.jsonl"),
-                         "--max-epoch", "6", updates=10000))
+    train_in_process(train_args(data_bin, split, *SHRINK, *log, str(split / "p.jsonl"),
+                                "--max-epoch", "2", updates=10000))
+    train_in_process(train_args(data_bin, split, *SHRINK, *log, str(split / "p.jsonl"),
+                                "--max-epoch", "6", updates=10000))
     assert _state(split)["shrink_history"] == history
     assert _log(split / "p.jsonl") == records
     a = torch.load(full / "checkpoint_last.pt")["model"]

@@ -9,7 +9,8 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, USER_DIR, build_in_process, masked_batch, run_train, train_args
+from conftest import (REPO, USER_DIR, build_in_process, masked_batch, run_train, train_args,
+                      train_in_process)
 from fairseq_magic.core.space import MagicConfigError
 
 PATH = "mha2d32,conv5,ffn,conv3"
@@ -87,12 +88,14 @@ def runs(data_bin, tmp_path_factory):
     run in between)."""
     root = tmp_path_factory.mktemp("supernet_runs")
     full, split = root / "full", root / "split"
-    run_train(train_args(data_bin, full, "--magic-path-log", str(full / "p.jsonl"),
-                         "--save-interval-updates", "1", updates=20))
-    run_train(train_args(data_bin, split, "--magic-path-log", str(split / "p.jsonl"), updates=10))
+    train_in_process(train_args(data_bin, full, "--magic-path-log", str(full / "p.jsonl"),
+                                "--save-interval-updates", "1", updates=20))
+    train_in_process(train_args(data_bin, split, "--magic-path-log", str(split / "p.jsonl"),
+                                updates=10))
     with open(split / "p.jsonl", "a") as f:
         f.write(json.dumps({"update": 11, "rank": 0, "path": "stale"}) + "\n")
-    run_train(train_args(data_bin, split, "--magic-path-log", str(split / "p.jsonl"), updates=20))
+    train_in_process(train_args(data_bin, split, "--magic-path-log", str(split / "p.jsonl"),
+                                updates=20))
     return full, split
 
 
@@ -160,8 +163,8 @@ def test_missing_data_fails_before_training_end_to_end(tmp_path):
 
 
 def test_child_trains_from_scratch(data_bin, tmp_path):
-    proc = run_train(train_args(data_bin, tmp_path / "c", "--magic-arch", PATH,
-                                arch="magic_child", updates=3))
+    proc = train_in_process(train_args(data_bin, tmp_path / "c", "--magic-arch", PATH,
+                                       arch="magic_child", updates=3))
     assert "MagicChildModel" in proc.stdout + proc.stderr
     state = torch.load(tmp_path / "c" / "checkpoint_last.pt")
     assert not any(".candidates.ffn." in k for k in state["model"] if ".layers.0." in k)
