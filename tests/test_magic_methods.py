@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from conftest import build_in_process, masked_batch, run_train, train_args
+from conftest import build_in_process, masked_batch, train_args, train_in_process
 from fairseq_magic.core.space import MagicConfigError
 
 AT = ["--magic-method", "magic_at", "--magic-anchor-interval", "3",
@@ -49,12 +49,12 @@ def test_alignment_is_zero_when_child_is_anchor_and_spares_anchor_weights(data_b
 
 def test_magic_at_resume_equals_uninterrupted(data_bin, tmp_path):
     full, split = tmp_path / "full", tmp_path / "split"
-    run_train(train_args(data_bin, full, *AT, "--magic-path-log", str(full / "p.jsonl"),
-                         updates=20))
-    run_train(train_args(data_bin, split, *AT, "--magic-path-log", str(split / "p.jsonl"),
-                         updates=10))
-    run_train(train_args(data_bin, split, *AT, "--magic-path-log", str(split / "p.jsonl"),
-                         updates=20))
+    train_in_process(train_args(data_bin, full, *AT, "--magic-path-log", str(full / "p.jsonl"),
+                                updates=20))
+    train_in_process(train_args(data_bin, split, *AT, "--magic-path-log", str(split / "p.jsonl"),
+                                updates=10))
+    train_in_process(train_args(data_bin, split, *AT, "--magic-path-log", str(split / "p.jsonl"),
+                                updates=20))
     a, b = torch.load(full / "checkpoint_last.pt"), torch.load(split / "checkpoint_last.pt")
     assert max((a["model"][k] - b["model"][k]).abs().max().item() for k in a["model"]) == 0.0
     assert _log(full / "p.jsonl") == _log(split / "p.jsonl")
@@ -96,7 +96,7 @@ def test_top_p_anchor_warmup_and_interference_monitor_through_fairseq(data_bin, 
     # 1,200 lines / 64 sentences: a few updates per epoch. The exact values are
     # checked in-process (test_anchor.py, test_task_in_process.py); this run
     # shows fairseq-train drives them: epoch hooks, logging, the checkpoint.
-    proc = run_train(train_args(
+    proc = train_in_process(train_args(
         data_bin, tmp_path / "tp", "--magic-method", "magic_t", "--magic-anchor", "top_p",
         "--magic-anchor-population", "4", "--magic-anchor-valid-batches", "1",
         "--magic-align-warmup-epochs", "2", "--batch-size", "64", "--max-epoch", "3",
@@ -121,19 +121,23 @@ def test_top_p_anchor_warmup_and_interference_monitor_through_fairseq(data_bin, 
 def test_update_freq_trains_one_path_per_update(data_bin, tmp_path):
     # With 2 micro-batches per update, a second path would move candidates off
     # the logged path; the probe checks every off-path tensor is bit-identical.
-    import subprocess
-    import sys
-    from conftest import REPO
+    # The script runs fairseq-train in-process around its probe: here, in ours.
+    import importlib.util
+    from conftest import REPO, fairseq_run_in_process
 
+    spec = importlib.util.spec_from_file_location(
+        "check_unused_candidates", f"{REPO}/scripts/check_unused_candidates.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
     args = train_args(data_bin, tmp_path / "uf", "--update-freq", "2", "--magic-method",
                       "magic_at", "--magic-align-warmup-epochs", "0",
                       "--magic-anchor-interval", "2", "--magic-anchor-valid-batches", "1",
                       "--magic-path-log", str(tmp_path / "uf.jsonl"), updates=5)
-    proc = subprocess.run([sys.executable, f"{REPO}/scripts/check_unused_candidates.py",
-                           "--report", str(tmp_path / "rep.json"), "--", *args],
-                          capture_output=True, text=True, timeout=300)
+    with fairseq_run_in_process() as out:
+        code = script.main(["--report", str(tmp_path / "rep.json"), "--", *map(str, args)])
     rep = json.load(open(tmp_path / "rep.json"))
-    assert proc.returncode == 0 and rep["updates"] == 5, proc.stderr[-2000:]
+    assert code == 0 and rep["updates"] == 5, out.getvalue()[-2000:]
+    assert "check_unused_candidates: " in out.getvalue()
     assert rep["off_path_tensors_changed"] == 0 and rep["off_path_tensors_checked"] > 0
     assert [r["update"] for r in _log(tmp_path / "uf.jsonl")] == [1, 2, 3, 4, 5]
 
