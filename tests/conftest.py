@@ -61,6 +61,19 @@ def preprocess(text_dir, dest):
                        "--destdir", dest, "--workers", "1")
 
 
+@pytest.fixture(autouse=True)
+def _hydra_version_base_restored():
+    """A test that composes configs with hydra's own API (``version_base=...``)
+    sets hydra's process-wide version base; fairseq's config conversion (its
+    ``hydra.experimental.initialize``) then raises ImportError in every later
+    in-process test. Put it back after each test."""
+    from hydra.version import VersionBase
+
+    base = VersionBase.instance().getbase()
+    yield
+    VersionBase.instance().version_base = base
+
+
 @pytest.fixture(scope="session")
 def data_bin(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpus")
