@@ -143,16 +143,30 @@ def fairseq_run_in_process():
     handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)s | %(name)s | "
                                            "%(message)s"))
     root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
+    # Code run earlier in this process may have quietened fairseq's loggers
+    # (the benchmarks set them to WARNING): let INFO through while it runs.
+    names = ("fairseq", "fairseq_cli", "fairseq_magic", "train", "train_inner", "valid")
+    loggers = [root] + [logging.getLogger(n) for n in names] + [
+        lg for n, lg in logging.root.manager.loggerDict.items()
+        if isinstance(lg, logging.Logger) and n.split(".")[0] in names]
+    saved = [(lg, lg.level, lg.disabled, lg.propagate) for lg in loggers]
+    disabled = logging.root.manager.disable
+    logging.disable(logging.NOTSET)
+    for lg in loggers[1:]:
+        lg.setLevel(logging.NOTSET)
+        lg.disabled, lg.propagate = False, True
     root.setLevel(logging.INFO)
+    root.addHandler(handler)
     argv, py_state, np_state = list(sys.argv), random.getstate(), np.random.get_state()
     try:
         with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(out):
             yield out
     finally:
         root.removeHandler(handler)
-        root.setLevel(level)
+        for lg, level, off, propagate in saved:
+            lg.setLevel(level)
+            lg.disabled, lg.propagate = off, propagate
+        logging.disable(disabled)
         sys.argv[:] = argv
         random.setstate(py_state)
         np.random.set_state(np_state)
