@@ -105,14 +105,15 @@ GROUPS["h64-lr1e-3"] = {
     "hidden": 64, "children": probe_children("mha2d64")[:4],
     "flags": [f if f != "5e-4" else "1e-3" for f in COMMON]}
 # Rounds (group, seed, children): the candidate's three seeds on the eight
-# probes first (the tau between seeds is the question), then the learning-rate
-# probe, four more random children at two seeds (more pairs for tau: added
-# after seed 1, when the children holding a convolution all ended within 0.06
-# bits), and the reference scale if time is left.
+# probes first (the tau between seeds is the question); then the reference
+# scale and the learning-rate probe (after seed 2, the children holding a
+# convolution spread only ~1.5 x the seed noise at hidden 64: does attention
+# contribute more at hidden 128 or a higher rate?); then four more random
+# children at two seeds (more pairs for tau).
 PROBES, EXTRA = slice(0, 8), slice(8, 12)
 POWER_ROUNDS = [("h64", 1, PROBES), ("h64", 2, PROBES), ("h64", 3, PROBES),
-                ("h64-lr1e-3", 1, PROBES), ("h64", 1, EXTRA), ("h64", 2, EXTRA),
-                ("h128", 1, PROBES)]
+                ("h128", 1, PROBES), ("h64-lr1e-3", 1, PROBES),
+                ("h64", 1, EXTRA), ("h64", 2, EXTRA)]
 
 
 def group_out(name):
