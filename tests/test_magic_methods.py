@@ -140,29 +140,3 @@ def test_update_freq_trains_one_path_per_update(data_bin, tmp_path):
     assert "check_unused_candidates: " in out.getvalue()
     assert rep["off_path_tensors_changed"] == 0 and rep["off_path_tensors_checked"] > 0
     assert [r["update"] for r in _log(tmp_path / "uf.jsonl")] == [1, 2, 3, 4, 5]
-
-
-@pytest.mark.parametrize("name", ["spos_tiny", "spos_base", "magic_t_tiny", "magic_t_base",
-                                  "magic_a_tiny", "magic_a_base", "magic_at_tiny",
-                                  "magic_at_base"])
-def test_shipped_hydra_configs_compose(name):
-    import os
-    import subprocess
-    import sys
-    from conftest import REPO
-
-    method = name.rsplit("_", 1)[0]
-    cmd = [os.path.join(os.path.dirname(sys.executable), "fairseq-hydra-train"),
-           "--config-dir", os.path.join(REPO, "configs"), "--config-name", name,
-           "task.data=/x", "--cfg", "job"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out = proc.stdout
-    assert f"magic_method: {method}" in out
-    assert re.search(r"batch_size: \d+", out)  # no schema default left unset
-    base = name.endswith("_base")
-    assert ("encoder_layers: 26" in out) == base and ("lr:\n  - 0.0005" in out) == base
-    if method in ("magic_a", "magic_at"):
-        every = int(re.search(r"magic_align_every: (\d+)", out).group(1))
-        layers = int(re.search(r"encoder_layers: (\d+)", out).group(1))
-        assert layers % every == 0

@@ -53,7 +53,7 @@ class MagicTaskConfig(MaskedLMConfig):
     magic_anchor: Optional[str] = field(
         default=None, metadata={"help": "override the method's anchor rule: none, "
                                 "best (paper: replace when a child validates better), "
-                                "top_p (paper Fig. 4b: keep the anchor in the top p+-r%)"})
+                                "top_p (section 5.2, Figure 3b: keep the anchor in the top p+-r%)"})
     magic_anchor_interval: int = field(
         default=100, metadata={"help": "best: every N updates validate the most "
                                "promising children trained since the last evaluation "
@@ -97,7 +97,7 @@ class MagicTaskConfig(MaskedLMConfig):
     magic_interference_interval: int = field(
         default=0, metadata={"help": "every N updates, log the cosine similarity of "
                              "consecutive updates' gradients on the operators both "
-                             "paths share (paper Fig. 3 cos(theta)); 0 = off"})
+                             "paths share (the cos(theta) of section 4's MAGIC-T argument); 0 = off"})
     magic_path_log: Optional[str] = field(
         default=None, metadata={"help": "write one JSON line per update "
                                 "({update, rank, path}) to this file; with several "
@@ -105,6 +105,11 @@ class MagicTaskConfig(MaskedLMConfig):
     magic_valid_arch: Optional[str] = field(
         default=None, metadata={"help": "child to validate on (spec); default: the "
                                 "child of the most recent update"})
+    magic_sentences_per_update: int = field(
+        default=0, metadata={"help": "sentences per update to hold at any world size "
+                             "(paper: 1024): sets --update-freq to this / (--batch-size "
+                             "x world size) and fails if that is not a whole number; "
+                             "0 = use --update-freq as given"})
 
 
 class PathLog:
@@ -181,6 +186,7 @@ class MagicTask(MaskedLMTask):
             raise MagicConfigError(
                 f"--magic-interference-interval {cfg.magic_interference_interval}: "
                 "expected >= 0 (0 = off)")
+        configure_sentences_per_update(cfg)
         paths = [p for p in str(cfg.data).split(os.pathsep) if p]
         if not paths or not os.path.isfile(os.path.join(paths[0], "dict.txt")):
             raise MagicConfigError(
@@ -512,6 +518,66 @@ class MagicTask(MaskedLMTask):
         self.anchor_candidates.load_state_dict(
             state.get("anchor_candidates") or {}, num_layers=self.search_space.num_layers)
         self.epoch = state.get("epoch", self.epoch)
+
+
+def configure_sentences_per_update(task_cfg) -> Optional[int]:
+    """Log the effective batch (sentences per update) and, with
+    ``--magic-sentences-per-update S``, set ``--update-freq`` so that
+    batch x update-freq x world size = S.
+
+    The paper's recipe is defined per update (1,024 sentences), not per GPU:
+    a config written for 8 GPUs silently trains with an 8x smaller batch on
+    one. The task config is a node of fairseq's full config (argparse and
+    hydra alike), so the dataset, optimization and distributed settings are
+    reachable from its root; they are read before the trainer is built, which
+    is when fairseq starts reading ``update_freq``. Returns the sentences per
+    update, or None when unknown (batches sized by --max-tokens, or a task
+    config without a full config around it, as in some inference paths).
+    """
+    from omegaconf import DictConfig, open_dict
+
+    target = int(getattr(task_cfg, "magic_sentences_per_update", 0) or 0)
+    if target < 0:
+        raise MagicConfigError(
+            f"--magic-sentences-per-update {target}: expected >= 0 (0 = off)")
+    root = task_cfg._get_root() if isinstance(task_cfg, DictConfig) else None
+    if root is None or root is task_cfg or "optimization" not in root:
+        return None
+    batch = root.dataset.get("batch_size")
+    world = int(root.distributed_training.get("distributed_world_size") or 1)
+    update_freq = list(root.optimization.get("update_freq") or [1])
+    if target:
+        if not batch:
+            raise MagicConfigError(
+                f"--magic-sentences-per-update {target} needs --batch-size (sentences "
+                f"per GPU), got batch size {batch!r} (batches sized by --max-tokens "
+                "have no fixed sentence count)")
+        per_step = int(batch) * world
+        if target % per_step:
+            fits = [b for b in range(1, target + 1) if target % (b * world) == 0]
+            hint = (f"--batch-size {max(b for b in fits if b <= int(batch))}" if
+                    any(b <= int(batch) for b in fits) else "fewer processes")
+            raise MagicConfigError(
+                f"--magic-sentences-per-update {target} cannot be held at world size "
+                f"{world} with --batch-size {batch}: {batch} x {world} = {per_step} "
+                f"sentences per step does not divide {target} (try {hint})")
+        wanted = target // per_step
+        if update_freq not in ([1], [wanted]):
+            raise MagicConfigError(
+                f"--update-freq {','.join(map(str, update_freq))} conflicts with "
+                f"--magic-sentences-per-update {target}, which needs {wanted} at world "
+                f"size {world} and --batch-size {batch}: drop one of the two")
+        with open_dict(root.optimization):
+            root.optimization.update_freq = [wanted]
+        update_freq = [wanted]
+    if batch:
+        total = int(batch) * update_freq[0] * world
+        logger.info(f"sentences per update: {total} = batch size {batch} x update-freq "
+                    f"{update_freq[0]} x world size {world}")
+        return total
+    logger.info(f"batches sized by --max-tokens {root.dataset.get('max_tokens')} x "
+                f"update-freq {update_freq[0]} x world size {world}")
+    return None
 
 
 def resolve_method(cfg):
