@@ -1,6 +1,8 @@
 """Shared fixtures: a tiny fairseq data-bin made from text generated here."""
 
 import contextlib
+import collections
+import json
 import os
 import random
 import subprocess
@@ -270,9 +272,17 @@ def reference_loss_bits(model, spec, batches):
     return total / count / math.log(2)
 
 
+class CliResult(collections.namedtuple("CliResult", "returncode stdout stderr")):
+    """What a console script did: unpacks as (exit code, stdout, stderr)."""
+
+    @property
+    def json(self):
+        return json.loads(self.stdout)
+
+
 def cli_in_process(module, prog, *argv):
     """Run a console script's ``cli_main`` in this process (a subprocess spends
-    seconds importing fairseq): (exit code, stdout, stderr)."""
+    seconds importing fairseq): a CliResult (exit code, stdout, stderr)."""
     import contextlib
     import importlib
     import io
@@ -289,7 +299,7 @@ def cli_in_process(module, prog, *argv):
         code = e.code
     finally:
         sys.argv = saved
-    return code, out.getvalue(), err.getvalue()
+    return CliResult(code, out.getvalue(), err.getvalue())
 
 
 def run_as_console_script(module, prog, *argv):

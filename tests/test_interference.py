@@ -25,6 +25,8 @@ from fairseq_magic.core.interference import (build_case, check_case, cosine_matr
                                              path_gradients, plan_cases, valid_layers)
 from fairseq_magic.core.space import MagicConfigError, SearchSpace
 
+from conftest import cli_in_process
+
 R2 = 1 / math.sqrt(2)
 
 
@@ -264,22 +266,9 @@ def _sha(path):
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
-def _inprocess(*args, monkeypatch=None):
+def _inprocess(*args):
     """cli_main in-process: (exit code, stdout, stderr)."""
-    from fairseq_magic.cli import interference
-
-    out, err = io.StringIO(), io.StringIO()
-    argv = sys.argv
-    sys.argv = ["magic-interference", *map(str, args)]
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            interference.cli_main()
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    finally:
-        sys.argv = argv
-    return code, out.getvalue(), err.getvalue()
+    return cli_in_process("fairseq_magic.cli.interference", "magic-interference", *args)
 
 
 RUN = ["--m", "1", "2", "--repeats", "2", "--by-layer", "--sentences", "12",

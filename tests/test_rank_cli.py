@@ -1,9 +1,7 @@
 """magic-rank end to end: score files and a trained super-net against a ground truth
 made here; bad inputs fail before any work with one message."""
 
-import contextlib
 import hashlib
-import io
 import json
 import os
 import subprocess
@@ -13,31 +11,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from conftest import REPO
-
-
-class Result:
-    def __init__(self, returncode, stdout, stderr):
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+from conftest import REPO, cli_in_process
 
 
 def _rank(*args):
-    """magic-rank in-process (a subprocess spends seconds importing fairseq); exit
-    codes and messages are the console script's."""
-    from fairseq_magic.cli import rank
-
-    out, err = io.StringIO(), io.StringIO()
-    argv = sys.argv
-    sys.argv = ["magic-rank", *map(str, args)]
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            rank.cli_main()
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    finally:
-        sys.argv = argv
-    return Result(code, out.getvalue(), err.getvalue())
+    """magic-rank in-process; exit codes and messages are the console script's."""
+    return cli_in_process("fairseq_magic.cli.rank", "magic-rank", *args)
 
 
 def _jsonl(path, rows):

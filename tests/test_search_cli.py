@@ -1,41 +1,20 @@
 """magic-search end to end on a tiny super-net (evolution, resume, fine-tune, errors)."""
 
-import contextlib
 import hashlib
-import io
 import json
 import sys
 
 import pytest
 
-from conftest import reference_loss_bits
+from conftest import cli_in_process, reference_loss_bits
 
 TINY = ["--population", "6", "--parents", "3", "--mutation-num", "4", "--crossover-num", "4",
         "--generations", "2", "--max-batches", "2", "--batch-size", "8", "--no-progress"]
 
 
-class Result:
-    def __init__(self, returncode, stdout, stderr):
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
 def _search(*args):
-    """Run magic-search in-process (a subprocess spends seconds importing fairseq);
-    exit codes and messages are those of the console script's cli_main."""
-    from fairseq_magic.cli import search
-
-    out, err = io.StringIO(), io.StringIO()
-    argv = sys.argv
-    sys.argv = ["magic-search", *args]
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            search.cli_main()
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    finally:
-        sys.argv = argv
-    return Result(code, out.getvalue(), err.getvalue())
+    """magic-search in-process; exit codes and messages are the console script's."""
+    return cli_in_process("fairseq_magic.cli.search", "magic-search", *args)
 
 
 @pytest.fixture(scope="module")

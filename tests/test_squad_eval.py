@@ -1,8 +1,6 @@
 """magic-squad-eval and core/squad_metrics: the official SQuAD definitions checked on
 hand-worked cases, the command as a user runs it, and every bad input."""
 
-import contextlib
-import io
 import json
 import os
 import subprocess
@@ -12,6 +10,8 @@ import pytest
 
 from fairseq_magic.core import squad_metrics as S
 from fairseq_magic.core.space import MagicConfigError
+
+from conftest import cli_in_process
 
 
 # ------------------------------------------------------------------ definitions
@@ -112,32 +112,9 @@ PREDS = {"q1": "the Denver  Broncos.",          # EM 1, F1 1
 NA = {"q1": 0.1, "q2": 0.6, "q3": 0.3, "q4": 0.9, "q5": 0.8, "q6": 0.6}
 
 
-class Result:
-    def __init__(self, returncode, stdout, stderr):
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-    @property
-    def json(self):
-        return json.loads(self.stdout)
-
-
 def _eval(*args):
-    """magic-squad-eval in-process (a subprocess spends seconds importing fairseq via the
-    package); exit codes and messages are the console script's."""
-    from fairseq_magic.cli import squad_eval
-
-    out, err = io.StringIO(), io.StringIO()
-    argv = sys.argv
-    sys.argv = ["magic-squad-eval", *map(str, args)]
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            squad_eval.cli_main()
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    finally:
-        sys.argv = argv
-    return Result(code, out.getvalue(), err.getvalue())
+    """magic-squad-eval in-process; exit codes and messages are the console script's."""
+    return cli_in_process("fairseq_magic.cli.squad_eval", "magic-squad-eval", *args)
 
 
 @pytest.fixture

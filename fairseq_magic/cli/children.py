@@ -10,8 +10,8 @@ weight-sharing: no re-training), parameters and FLOPs (at --seq-len tokens).
 import argparse
 import json
 import random
-import sys
 
+from . import run_main
 from ..core.samplers import random_arch
 from ..core.space import MagicConfigError
 
@@ -80,11 +80,7 @@ def main(argv=None):
 
 
 def cli_main():
-    try:
-        sys.exit(main())
-    except MagicConfigError as e:
-        print(f"magic-children: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main, "magic-children")
 
 
 if __name__ == "__main__":

@@ -28,10 +28,10 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import fields
 
+from . import run_main
 from ..core.space import MagicConfigError, SearchSpace
 
 FLOPS_SEQ_LEN = 128
@@ -215,11 +215,7 @@ def main(argv=None):
 
 
 def cli_main():
-    try:
-        sys.exit(main())
-    except MagicConfigError as e:
-        print(f"magic-export: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main, "magic-export")
 
 
 if __name__ == "__main__":

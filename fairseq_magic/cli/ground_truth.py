@@ -52,6 +52,7 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from . import run_main
 from ..core.space import MagicConfigError, parse_arch_spec
 
 PROG = "magic-ground-truth"
@@ -628,11 +629,7 @@ def main(argv=None):
 
 
 def cli_main():
-    try:
-        sys.exit(main())
-    except MagicConfigError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main, PROG)
 
 
 if __name__ == "__main__":

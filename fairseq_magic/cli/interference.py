@@ -42,6 +42,7 @@ import os
 import sys
 import tempfile
 
+from . import run_main
 from ..core.interference import (LAYER_NUMBERING, cosine_matrix, mean_off_diagonal,
                                  path_gradients, plan_cases, summarize)
 from ..core.space import MagicConfigError
@@ -349,11 +350,7 @@ def main(argv=None):
 
 
 def cli_main():
-    try:
-        sys.exit(main())
-    except MagicConfigError as e:
-        print(f"magic-interference: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main, "magic-interference")
 
 
 if __name__ == "__main__":

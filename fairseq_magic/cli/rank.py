@@ -45,6 +45,7 @@ import time
 
 import numpy as np
 
+from . import run_main
 from ..core import ranking as R
 from ..core.space import MagicConfigError
 from .search import atomic_json
@@ -526,11 +527,7 @@ def main(argv=None):
 
 
 def cli_main():
-    try:
-        sys.exit(main())
-    except MagicConfigError as e:
-        print(f"magic-rank: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main, "magic-rank")
 
 
 if __name__ == "__main__":

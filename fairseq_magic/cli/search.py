@@ -27,6 +27,7 @@ import os
 import sys
 import tempfile
 
+from . import run_main
 from ..core.search import Constraints, build_search
 from ..core.space import MagicConfigError
 
@@ -326,11 +327,7 @@ def main(argv=None):
 
 
 def cli_main():
-    try:
-        sys.exit(main())
-    except MagicConfigError as e:
-        print(f"magic-search: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main, "magic-search")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import os
 import sys
 import tempfile
 
+from . import run_main
 from ..core.space import MagicConfigError
 from ..core.squad_metrics import evaluate_files
 
@@ -86,11 +87,7 @@ def main(argv=None):
 
 
 def cli_main():
-    try:
-        sys.exit(main())
-    except MagicConfigError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main, PROG)
 
 
 if __name__ == "__main__":
