@@ -25,6 +25,58 @@ def import_plugin() -> None:
     utils.import_user_module(Namespace(user_dir=USER_DIR))
 
 
+def _unreadable(path, error) -> MagicConfigError:
+    # torch's messages run on with advice about weights_only: keep the first sentence
+    first = (str(error).strip().splitlines() or [""])[0].split(". ")[0].rstrip(".")[:160]
+    return MagicConfigError(
+        f"checkpoint {path!r} is not a readable fairseq checkpoint "
+        f"({type(error).__name__}: {first}): expected a file written by fairseq-train "
+        "or magic-export (truncated copy, or another kind of file?)")
+
+
+def read_checkpoint(path: str, arg_overrides=None, **kwargs) -> dict:
+    """fairseq's ``checkpoint_utils.load_checkpoint_to_cpu``, with one error
+    naming the file for a missing, truncated or non-checkpoint file (torch
+    alone reports 'failed finding central directory' or an unpickling
+    error, without the path)."""
+    from fairseq import checkpoint_utils
+
+    load = getattr(checkpoint_utils.load_checkpoint_to_cpu, "__wrapped__",
+                   checkpoint_utils.load_checkpoint_to_cpu)
+    if not os.path.isfile(path):
+        raise MagicConfigError(f"checkpoint {path!r} does not exist")
+    try:
+        state = load(path, arg_overrides, **kwargs)
+    except MagicConfigError:
+        raise
+    except Exception as e:
+        raise _unreadable(path, e) from e
+    if not isinstance(state, dict) or "model" not in state:
+        raise _unreadable(path, TypeError(
+            f"holds a {type(state).__name__} without a 'model' entry"))
+    return state
+
+
+def guard_checkpoint_reads() -> None:
+    """Route fairseq's own checkpoint reads (``--restore-file``,
+    ``--finetune-from-model``, hub loading) through ``read_checkpoint``: the
+    trainer reads the file before any plugin hook runs, so this is the only
+    place to name the file in the error."""
+    import functools
+
+    from fairseq import checkpoint_utils
+
+    original = checkpoint_utils.load_checkpoint_to_cpu
+    if hasattr(original, "__wrapped__"):
+        return
+
+    @functools.wraps(original)
+    def load_checkpoint_to_cpu(path, arg_overrides=None, load_on_all_ranks=False):
+        return read_checkpoint(path, arg_overrides, load_on_all_ranks=load_on_all_ranks)
+
+    checkpoint_utils.load_checkpoint_to_cpu = load_checkpoint_to_cpu
+
+
 def load_supernet(checkpoint: str, data: Optional[str] = None, device: str = "cpu"):
     """Load a ``magic_supernet`` checkpoint; returns (model, task, cfg, extra_state)
     where extra_state holds what training stored beside the weights (the
@@ -34,10 +86,8 @@ def load_supernet(checkpoint: str, data: Optional[str] = None, device: str = "cp
 
     from .models.magic_supernet import MagicChildModel, MagicSupernetModel
 
-    if not os.path.isfile(checkpoint):
-        raise MagicConfigError(f"checkpoint {checkpoint!r} does not exist")
     overrides = {"data": data} if data else {}
-    state = checkpoint_utils.load_checkpoint_to_cpu(checkpoint, overrides)
+    state = read_checkpoint(checkpoint, overrides)
     models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
         [checkpoint], arg_overrides=overrides, state=state)
     model = models[0]
@@ -96,7 +146,10 @@ def child_loss_sums(model, arch, batches: Iterable[dict]):
             count += n
     finally:
         if previous is not None:
-            model.set_active_path(previous)
+            # put back exactly what was active, without validating it: after
+            # progressive shrinking the last trained child may hold an operator
+            # the shrunk space no longer allows
+            model.sentence_encoder.active_path = previous
         model.train(was_training)
     return total, count
 

@@ -8,8 +8,10 @@ SPEC`` holding exactly the child's weights (``child_state_dict``: the shared
 embeddings and LM head plus, in each layer, the chosen operator), with no
 optimizer, sampler or data-loader state; DIR/dict.txt (the vocabulary, without
 ``<mask>``: masked_lm and sentence_prediction add it again, at the same index);
-and DIR/export.json (spec, parameters, FLOPs at 128 tokens, source checkpoint,
-the super-net's search space).
+DIR/export.json (spec, parameters, FLOPs at 128 tokens, source checkpoint,
+the super-net's search space); and DIR/spm.model, the sentencepiece model of
+the data (``--spm``, or found beside the data-bin), so ``fairseq_magic.hub.
+from_pretrained(DIR)`` encodes raw text (``encode``, ``fill_mask``).
 
 The checkpoint's config is a ``magic_child`` model config and a fairseq
 ``masked_lm`` task config, so it loads with ``checkpoint_utils.
@@ -49,6 +51,11 @@ def get_parser():
     p.add_argument("--data", help="data-bin the super-net trained on (default: the "
                                   "path stored in the checkpoint)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--spm", help="sentencepiece model the data was encoded with, copied "
+                                 "to DIR/spm.model so the hub's encode/fill_mask take raw "
+                                 "text (default: spm.model or sentencepiece.bpe.model in "
+                                 "the data-bin or its parent folder, as "
+                                 "scripts/prepare_corpus.py lays them out)")
     return p
 
 
@@ -105,8 +112,21 @@ def save_dictionary(dictionary, path: str) -> None:
             f.write(f"{sym} {count}\n")
 
 
+SPM_FILES = ("spm.model", "sentencepiece.bpe.model")
+
+
+def find_spm(data: str):
+    """The sentencepiece model beside a data-bin (in it or its parent folder), or None."""
+    first = (data or "").split(os.pathsep)[0]
+    for folder in (first, os.path.dirname(os.path.abspath(first))) if first else ():
+        for name in SPM_FILES:
+            if os.path.isfile(os.path.join(folder, name)):
+                return os.path.join(folder, name)
+    return None
+
+
 def export_child(checkpoint: str, arch_spec: str, out_dir: str, data=None,
-                 force: bool = False) -> dict:
+                 force: bool = False, spm=None) -> dict:
     """Export one child; returns the export.json record. Raises MagicConfigError
     (nothing written) on a bad spec, a non-super-net checkpoint, a missing anchor
     or an existing ``out_dir`` without ``force``."""
@@ -122,7 +142,11 @@ def export_child(checkpoint: str, arch_spec: str, out_dir: str, data=None,
     if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
         raise MagicConfigError(f"output {out_dir!r} exists and is not a folder")
 
+    if spm is not None and not os.path.isfile(spm):
+        raise MagicConfigError(f"--spm {spm!r} does not exist: expected the "
+                               "sentencepiece model (spm.model) the data was encoded with")
     model, task, cfg, extra_state = load_supernet(checkpoint, data, "cpu")
+    spm = spm or find_spm(cfg.task.data)
     space = stored_space(extra_state) or model.search_space
     if arch_spec == "anchor":
         anchor = checkpoint_anchor(extra_state)
@@ -178,6 +202,7 @@ def export_child(checkpoint: str, arch_spec: str, out_dir: str, data=None,
         "anchor": arch_spec == checkpoint_anchor(extra_state),
         "search_space": space.state_dict(),
         "supernet_params": sum(p.numel() for p in model.parameters()),
+        "spm": os.path.abspath(spm) if spm else None,
     }
 
     parent = os.path.dirname(out_dir)
@@ -189,6 +214,8 @@ def export_child(checkpoint: str, arch_spec: str, out_dir: str, data=None,
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700
         torch.save(state, os.path.join(tmp, "model.pt"))
         save_dictionary(task.source_dictionary, os.path.join(tmp, "dict.txt"))
+        if spm:
+            shutil.copyfile(spm, os.path.join(tmp, "spm.model"))
         with open(os.path.join(tmp, "export.json"), "w") as f:
             json.dump(record, f, indent=2)
         if os.path.isdir(out_dir):  # --force
@@ -206,7 +233,8 @@ def export_child(checkpoint: str, arch_spec: str, out_dir: str, data=None,
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
-    record = export_child(args.checkpoint, args.arch, args.out, args.data, args.force)
+    record = export_child(args.checkpoint, args.arch, args.out, args.data, args.force,
+                          args.spm)
     print(f"exported {record['arch']}: {record['params']:,} parameters "
           f"(super-net {record['supernet_params']:,}), "
           f"{record['flops']:.3g} FLOPs at {FLOPS_SEQ_LEN} tokens -> "

@@ -21,9 +21,11 @@ from omegaconf import OmegaConf, open_dict
 
 from ..core.cost import child_cost
 from ..core.space import Arch, MagicConfigError, SearchSpace, parse_arch_spec
+from ..evaluation import guard_checkpoint_reads
 from ..modules.encoder import MagicLMHead, MagicSentenceEncoder
 
 logger = logging.getLogger(__name__)
+guard_checkpoint_reads()
 
 
 @dataclass
@@ -58,6 +60,11 @@ class MagicSupernetConfig(FairseqDataclass):
 
 @dataclass
 class MagicChildConfig(MagicSupernetConfig):
+    # 0 by default: argparse/hydra fill a missing flag with the default, so a
+    # non-zero value is one the user chose and must agree with --magic-arch.
+    encoder_layers: int = field(
+        default=0, metadata={"help": "number of layers; 0 = the length of --magic-arch "
+                             "(any other value must equal it)"})
     magic_arch: str = field(
         default="", metadata={"help": "the child to build: one operator per layer, "
                               "e.g. 'mha12,ffn,conv3,ffn' (sets the number of layers)"})
@@ -184,6 +191,19 @@ class MagicSupernetModel(RobertaModel):
         return child_cost(arch, enc.hidden, enc.embed_tokens.num_embeddings,
                           enc.embed_positions.num_embeddings, enc.embed_dim, seq_len)
 
+    def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
+        # fairseq's trainer turns any failure here into "Cannot load model
+        # parameters ...; please ensure that the architectures match" (our
+        # error stays in the traceback above it) and hub loading would show a
+        # raw missing-keys dump: say which value differs instead.
+        try:
+            check_checkpoint_layout(self, state_dict)
+        except MagicConfigError as e:
+            logger.error(f"cannot load the checkpoint: {e}")
+            raise
+        return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg,
+                                       args=args)
+
     def register_classification_head(self, name, num_classes=None, inner_dim=None, **kwargs):
         if name in self.classification_heads:
             logger.warning(f"re-registering classification head {name!r}")
@@ -192,6 +212,80 @@ class MagicSupernetModel(RobertaModel):
             input_dim=hidden, inner_dim=inner_dim or hidden, num_classes=num_classes,
             activation_fn=self.cfg.pooler_activation_fn,
             pooler_dropout=self.cfg.pooler_dropout)
+
+
+_LAYERS = "encoder.sentence_encoder.layers."
+
+
+def checkpoint_layout(state_dict):
+    """(operators of each layer, hidden size, vocabulary rows) a magic model's
+    state dict holds; layers == [] when it holds no magic encoder layers."""
+    ops = {}
+    hidden = None
+    for k, v in state_dict.items():
+        if not k.startswith(_LAYERS):
+            continue
+        parts = k[len(_LAYERS):].split(".")
+        if len(parts) < 4 or parts[1] != "candidates" or not parts[0].isdigit():
+            continue
+        ops.setdefault(int(parts[0]), []).append(parts[2])
+        if parts[3] == "layer_norm" and k.endswith(".weight"):
+            hidden = int(v.shape[0])
+    depth = max(ops) + 1 if ops else 0
+    layers = [sorted(set(ops.get(i, []))) for i in range(depth)]
+    emb = state_dict.get("encoder.sentence_encoder.embed_tokens.weight")
+    return layers, hidden, (int(emb.shape[0]) if emb is not None else None)
+
+
+def _ops_text(layers):
+    if all(len(ops) == 1 for ops in layers):
+        return f"the child {','.join(ops[0] for ops in layers)!r}"
+    kinds = sorted({op for ops in layers for op in ops})
+    if all(ops == kinds for ops in layers):
+        return f"operators {','.join(kinds)} in every layer"
+    return "operators " + "; ".join(f"layer {i}: {','.join(o)}" for i, o in enumerate(layers))
+
+
+def check_checkpoint_layout(model, state_dict) -> None:
+    """Raise MagicConfigError naming what differs when ``state_dict`` was not
+    saved by a model of ``model``'s kind, depth, operators and hidden size."""
+    want, want_hidden, want_vocab = checkpoint_layout(model.state_dict())
+    have, have_hidden, have_vocab = checkpoint_layout(state_dict)
+    run = ("--arch magic_child --magic-arch " + repr(model.cfg.magic_arch)
+           if isinstance(model, MagicChildModel) else
+           f"--arch magic_supernet with --magic-ops {model.cfg.magic_ops!r}")
+    if not have:
+        raise MagicConfigError(
+            f"the checkpoint holds no magic encoder layers (keys under {_LAYERS!r}): "
+            f"expected a checkpoint of {run}")
+    child_ckpt = all(len(ops) == 1 for ops in have)
+    if isinstance(model, MagicChildModel) and not child_ckpt:
+        raise MagicConfigError(
+            f"the checkpoint is a magic_supernet ({len(have)} layers, {_ops_text(have)}), "
+            f"this run is {run}: cut the child out first with "
+            "`magic-export CHECKPOINT --arch SPEC --out DIR` and restore DIR/model.pt")
+    if not isinstance(model, MagicChildModel) and child_ckpt and not all(
+            len(ops) == 1 for ops in want):
+        raise MagicConfigError(
+            f"the checkpoint holds {_ops_text(have)} (a magic_child or magic-export "
+            f"checkpoint), this run is {run}: restore it with "
+            f"--arch magic_child --magic-arch '{','.join(o[0] for o in have)}'")
+    if len(have) != len(want):
+        raise MagicConfigError(
+            f"the checkpoint has {len(have)} layers, this run {len(want)} "
+            f"(--encoder-layers {model.cfg.encoder_layers}): expected equal depths")
+    if have_hidden != want_hidden:
+        raise MagicConfigError(
+            f"the checkpoint's hidden size is {have_hidden}, this run's "
+            f"--encoder-embed-dim is {want_hidden}: expected equal")
+    if have != want:
+        raise MagicConfigError(
+            f"the checkpoint holds {_ops_text(have)}, this run ({run}) {_ops_text(want)}: "
+            "expected the same operators in every layer")
+    if have_vocab != want_vocab:
+        raise MagicConfigError(
+            f"the checkpoint's vocabulary has {have_vocab} symbols, this run's "
+            f"dictionary {want_vocab}: expected the data-bin (dict.txt) it was trained on")
 
 
 @register_model("magic_child", dataclass=MagicChildConfig)
@@ -207,6 +301,11 @@ class MagicChildModel(MagicSupernetModel):
                 "--arch magic_child needs --magic-arch SPEC (one operator per layer, "
                 "e.g. 'mha12,ffn,conv3,ffn')")
         arch = parse_arch_spec(cfg.magic_arch, cfg.encoder_embed_dim)
+        if cfg.encoder_layers and cfg.encoder_layers != len(arch):
+            raise MagicConfigError(
+                f"--encoder-layers {cfg.encoder_layers} disagrees with --magic-arch "
+                f"{cfg.magic_arch!r}, which has {len(arch)} layers: drop --encoder-layers "
+                "(the spec sets the depth) or make them equal")
         if OmegaConf.is_config(cfg):
             with open_dict(cfg):
                 cfg.encoder_layers = len(arch)

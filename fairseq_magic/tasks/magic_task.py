@@ -241,6 +241,12 @@ class MagicTask(MaskedLMTask):
             metrics.log_scalar("anchor_repl", self.anchor.replacements, weight=0, round=0)
             if self.anchor.score is not None:
                 metrics.log_scalar("anchor_loss", self.anchor.score, weight=0, round=3)
+        if first_micro_batch and self.shrinker is not None:
+            # shrinking happens between epochs, outside any logged aggregate:
+            # the size of the space it leaves shows each event as a step down
+            # (in the progress log and TensorBoard alike)
+            metrics.log_scalar("log10_children", math.log10(self.search_space.size()),
+                               weight=0, round=3)
         out = super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
         if arch is not None and self.anchor_name == "best":
             self._record_train_loss(update_num, arch, out[2], ignore_grad)
