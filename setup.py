@@ -20,6 +20,7 @@ setup(
             "magic-rank = fairseq_magic.cli.rank:cli_main",
             "magic-interference = fairseq_magic.cli.interference:cli_main",
             "magic-squad-eval = fairseq_magic.cli.squad_eval:cli_main",
+            "magic-glue = fairseq_magic.cli.glue:cli_main",
         ]
     },
 )
