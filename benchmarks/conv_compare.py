@@ -35,7 +35,6 @@ Writes ``benchmarks/results/conv_compare.json`` and its own section of
 """
 
 import argparse
-import datetime
 import json
 import os
 import re
@@ -54,6 +53,8 @@ if REPO not in sys.path:  # run as a script from a checkout without installing
 import torch  # noqa: E402
 
 from benchmarks.common import host_info, load_avg, write_json, write_markdown  # noqa: E402
+from benchmarks.harness import (header_lines, machine_line, md_section,  # noqa: E402
+                                run_stamp, time_interleaved, torch_isolated)
 from fairseq_magic.core.cost import child_cost  # noqa: E402
 from fairseq_magic.core.space import MagicConfigError, parse_arch_spec  # noqa: E402
 
@@ -256,53 +257,37 @@ def make_batches(args, d, n=6, seed=0):
 def run_speed(args, vocab: int) -> dict:
     from fairseq_magic.model_utils import mlm_loss
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            models = {}
-            for key, spec in (("a", args.spec_a), ("b", args.spec_b)):
-                d, model = build_child(args, spec, vocab)
-                opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.98),
-                                       eps=1e-6, weight_decay=0.01)
-                models[key] = (model, opt)
-            batches = make_batches(args, d)
-            pad = d.pad()
-            times = {"a": [], "b": []}
-            loads = []
-            steps = {"a": 0, "b": 0}
+    with torch_isolated(threads=1):
+        torch.manual_seed(0)
+        models = {}
+        for key, spec in (("a", args.spec_a), ("b", args.spec_b)):
+            d, model = build_child(args, spec, vocab)
+            opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.98),
+                                   eps=1e-6, weight_decay=0.01)
+            models[key] = (model, opt)
+        batches = make_batches(args, d)
+        pad = d.pad()
 
-            def run(key, n, record):
-                model, opt = models[key]
-                for _ in range(n):
-                    sample = batches[steps[key] % len(batches)]
-                    steps[key] += 1
-                    t0 = time.perf_counter()
-                    opt.zero_grad(set_to_none=True)
-                    loss, size, _ = mlm_loss(model, sample, pad)
-                    (loss / size).backward()
-                    opt.step()
-                    if record:
-                        times[key].append(time.perf_counter() - t0)
+        def step(key):
+            model, opt = models[key]
 
-            for key in ("a", "b"):
-                run(key, args.warmup_updates_timed, False)
-            for r in range(args.rounds):
-                for key in (("a", "b") if r % 2 == 0 else ("b", "a")):
-                    run(key, args.updates_per_round, True)
-                loads.append(load_avg())
-    finally:
-        torch.set_num_threads(threads)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    q = {k: statistics.quantiles(v, n=4) if len(v) > 1 else [v[0]] * 3
-         for k, v in times.items()}
+            def one_update(i):
+                opt.zero_grad(set_to_none=True)
+                loss, size, _ = mlm_loss(model, batches[i % len(batches)], pad)
+                (loss / size).backward()
+                opt.step()
+            return one_update
+
+        loads = []
+        t = time_interleaved({k: step(k) for k in models}, args.rounds,
+                             args.updates_per_round, args.warmup_updates_timed,
+                             between_rounds=lambda r: loads.append(load_avg()))
     return {
-        "median_update_ms": {k: 1e3 * v for k, v in med.items()},
-        "quartiles_update_ms": {k: [1e3 * x for x in v] for k, v in q.items()},
-        "min_update_ms": {k: 1e3 * min(v) for k, v in times.items()},
-        "ratio_b_over_a": med["b"] / med["a"],
-        "updates_timed_per_model": len(times["a"]),
+        "median_update_ms": t.ms("median"),
+        "quartiles_update_ms": t.quartiles_ms(),
+        "min_update_ms": t.ms("min"),
+        "ratio_b_over_a": t.ratio("b", "a"),
+        "updates_timed_per_model": t.timed_per_name,
         "load_avg_per_round": loads,
         "threads": 1, "batch_size": args.batch_size, "tokens": args.tokens,
     }
@@ -313,18 +298,13 @@ def run_speed(args, vocab: int) -> dict:
 def markdown_section(res: dict) -> str:
     a, b = res["spec_a"], res["spec_b"]
     ca, cb = res["cost"]["a"], res["cost"]["b"]
-    lines = [
-        MD_BEGIN,
-        "## conv_compare: our separable conv (`conv<K>`) vs NAS-BERT's (`nbconv<K>`)",
-        "",
-        f"- Command: `{res['command']}`"
-        + ("" if res.get("quality_command", res["command"]) == res["command"]
-           else f" (validation losses from `{res['quality_command']}`)")
-        + ("" if res.get("speed_command", res["command"]) == res["command"]
-           else f" (update times from `{res['speed_command']}`)"),
-        f"- Date: {res['date']}",
-        f"- Machine: {res['host']['cpu']}, {res['host']['cpu_count']} CPUs, shared with "
-        f"other jobs; torch {res['host']['torch']}, Python {res['host']['python']}",
+    kept = " ".join(
+        f"({what} from `{res[key]}`)"
+        for key, what in (("quality_command", "validation losses"),
+                          ("speed_command", "update times"))
+        if res.get(key, res["command"]) != res["command"])
+    lines = header_lines(res["command"], res["date"],
+                         machine_line(res["host"], note="shared with other jobs"), kept) + [
         f"- Children ({res['layers']} layers, hidden {res['hidden']}): A = `{a}`; "
         f"B = `{b}`",
         "",
@@ -395,8 +375,9 @@ def markdown_section(res: dict) -> str:
             lines.append(f"| {name} | {s['median_update_ms'][key]:.1f} | "
                          f"{qs[0]:.1f}-{qs[2]:.1f} | {s['min_update_ms'][key]:.1f} |")
         lines += ["", f"Median ratio B / A: {s['ratio_b_over_a']:.3f}."]
-    lines.append(MD_END)
-    return "\n".join(lines) + "\n"
+    return md_section(
+        MD_BEGIN, MD_END,
+        "conv_compare: our separable conv (`conv<K>`) vs NAS-BERT's (`nbconv<K>`)", lines)
 
 
 def keep_previous_parts(args, res: dict) -> None:
@@ -436,9 +417,7 @@ def main(argv=None):
         else 4005
     positions = args.tokens + 2  # magic_child's table: max_positions + padding_idx + 1
     res = {
-        "command": " ".join(["python benchmarks/conv_compare.py"] + [
-            shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)]),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **run_stamp(__file__, sys.argv[1:] if argv is None else argv),
         "host": host_info(), "layers": args.layers, "hidden": args.hidden,
         "tokens": args.tokens, "spec_a": args.spec_a, "spec_b": args.spec_b,
         "cost": {k: child_cost(s.split(","), args.hidden, vocab, positions,

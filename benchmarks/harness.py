@@ -330,9 +330,11 @@ def machine_line(machine: dict, threads=None, load=None, device=None, note=None)
     return line + f"; torch {machine['torch']}, Python {machine['python']}"
 
 
-def header_lines(command: str, date: str, machine: str) -> list:
-    """The lines every RESULTS.md section opens with (``machine``: ``machine_line``)."""
-    return [f"- Command: `{command}`", f"- Date: {date}", f"- Machine: {machine}"]
+def header_lines(command: str, date: str, machine: str, command_note: str = "") -> list:
+    """The lines every RESULTS.md section opens with (``machine``: ``machine_line``;
+    ``command_note``: e.g. where numbers kept from an earlier run came from)."""
+    note = f" {command_note}" if command_note else ""
+    return [f"- Command: `{command}`{note}", f"- Date: {date}", f"- Machine: {machine}"]
 
 
 def md_section(begin: str, end: str, title: str, lines) -> str:
