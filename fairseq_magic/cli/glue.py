@@ -52,7 +52,7 @@ def get_parser():
     p.add_argument("--spm", help="sentencepiece model (default CHECKPOINT_DIR/spm.model)")
     p.add_argument("--from-scratch", action="store_true",
                    help="train the export's architecture from random weights "
-                        "(results keyed TASK/scratch; no MNLI start)")
+                        "(into OUT/TASK-scratch, keyed TASK/scratch in the results; no MNLI start)")
     p.add_argument("--no-mnli-init", action="store_true",
                    help="do not start RTE/MRPC/STS-B from OUT/MNLI's model")
     g = p.add_argument_group("recipe (default: RoBERTa's per-task value)")
@@ -63,18 +63,22 @@ def get_parser():
                    help="total updates (default: epochs x ceil(train / batch))")
     g.add_argument("--warmup-frac", type=float,
                    help="warm-up fraction of the updates (0.06; QQP 0.25)")
-    g.add_argument("--weight-decay", type=float, default=0.1)
-    g.add_argument("--dropout", type=float, default=0.1)
-    g.add_argument("--attention-dropout", type=float, default=0.1)
-    g.add_argument("--clip-norm", type=float, default=0.0)
+    g.add_argument("--weight-decay", type=float, default=0.1, help="Adam weight decay (%(default)s)")
+    g.add_argument("--dropout", type=float, default=0.1, help="dropout (%(default)s)")
+    g.add_argument("--attention-dropout", type=float, default=0.1,
+                   help="attention dropout (%(default)s)")
+    g.add_argument("--clip-norm", type=float, default=0.0,
+                   help="gradient clipping, 0 = none (%(default)s)")
     g.add_argument("--max-positions", type=int,
                    help="tokens per example, longer ones truncated (default: the export's)")
-    g.add_argument("--seed", type=int, default=1)
+    g.add_argument("--seed", type=int, default=1,
+                   help="fairseq-train seed and subsampling seed (%(default)s)")
     g.add_argument("--max-train-examples", type=int,
                    help="subsample the train set to this many (seeded by --seed)")
     g.add_argument("--max-dev-examples", type=int,
                    help="subsample each dev set to this many (seeded by --seed)")
-    g.add_argument("--log-interval", type=int, default=50)
+    g.add_argument("--log-interval", type=int, default=50,
+                   help="updates between progress lines (%(default)s)")
     g.add_argument("--cpu", action="store_true", help="train on the CPU even with a GPU")
     g.add_argument("--train-extra", default="",
                    help="more fairseq-train flags, appended verbatim (shell-split)")
