@@ -4,12 +4,13 @@
 
     hub = from_pretrained("exports/child")      # the folder magic-export wrote
     hub.eval()
-    tokens = hub.task.source_dictionary.encode_line(
-        "the king spake unto israel .", append_eos=True, add_if_not_exist=False).long()
-    tokens = torch.cat([tokens.new([hub.task.source_dictionary.bos()]), tokens])
-    features = hub.extract_features(tokens)                      # (1, T, hidden)
+    tokens = hub.encode("the king spake unto israel .")   # <s> pieces </s>
+    hub.decode(tokens)                                    # the text again
+    features = hub.extract_features(tokens)               # (1, T, hidden)
     layers = hub.extract_features(tokens, return_all_hiddens=True)
     # a list: every layer's output, (1, T, hidden) each
+    hub.fill_mask("the king spake unto <mask> .", topk=3)
+    # [(filled sentence, probability, predicted piece), ...], best first
 
     # classification after fine-tuning with fairseq's sentence_prediction task:
     hub = from_pretrained("checkpoints/cls", checkpoint_file="checkpoint_best.pt",
@@ -18,19 +19,20 @@
 
 ``hub`` is fairseq's ``RobertaHubInterface``: ``hub.model`` is the
 ``MagicChildModel``, ``hub.task`` the masked_lm task (its dictionary is the
-folder's ``dict.txt`` plus ``<mask>``). Tokens are dictionary indices, as
-fairseq-preprocess wrote them; ``hub.encode(text)`` / ``hub.fill_mask`` need a
-BPE, which is only set up when the folder holds a sentencepiece model
-(``spm.model`` or ``sentencepiece.bpe.model``; requires the ``sentencepiece``
-package). ``hub.predict`` needs a classification head, so it works on a
-fine-tuned checkpoint, not on a fresh export.
+folder's ``dict.txt`` plus ``<mask>``). ``encode``, ``decode`` and
+``fill_mask`` take raw text through the folder's sentencepiece model
+(``spm.model`` or ``sentencepiece.bpe.model``): magic-export copies the one
+beside the super-net's data-bin (as scripts/prepare_corpus.py lays it out) or
+the one given with ``--spm``. Without it the hub has no BPE and takes
+dictionary indices only (``hub.task.source_dictionary.encode_line``).
+``hub.predict`` needs a classification head, so it works on a fine-tuned
+checkpoint, not on a fresh export.
 """
 
 import os
 
+from .cli.export import SPM_FILES  # the names magic-export writes and finds
 from .evaluation import import_plugin
-
-SPM_FILES = ("spm.model", "sentencepiece.bpe.model")
 
 
 def from_pretrained(model_dir, checkpoint_file="model.pt", data_name_or_path=".",
