@@ -8,6 +8,8 @@ table:
 * ``time_interleaved``: time named callables in interleaved rounds after a
   warm-up; returns a ``Timing`` (per-name samples, round means, medians / means /
   mins / quartiles, ratios of any statistic, per-round and per-call ratios);
+  ``timed`` (one call), ``clocked`` (every call of a method inside a real code
+  path), ``device_sync``, ``torch_isolated`` (threads and RNG state restored);
 * ``Ratio``: a measured ratio with its target and PASS/FAIL verdict (the table
   cell, the JSON fields), and ``check_exit`` for ``--check``;
 * the run record: ``command_line``/``run_stamp`` (the exact command, UTC date),
@@ -221,6 +223,30 @@ def timed(fn, *args, sync=None, **kwargs):
     value = fn(*args, **kwargs)
     sync()
     return time.perf_counter() - t0, value
+
+
+@contextmanager
+def clocked(owner, name, record, sync=None):
+    """Inside, ``owner.name`` (a method, or a function of a module or class) is
+    wrapped to append each call's seconds to ``record``: time one piece of a real
+    code path that calls it (``self.score_arch``...) without copying that path.
+    An instance attribute over a class's method is removed again on exit."""
+    had, before = name in vars(owner), vars(owner).get(name)
+    fn = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        dt, value = timed(fn, *args, sync=sync, **kwargs)
+        record.append(dt)
+        return value
+
+    setattr(owner, name, wrapper)
+    try:
+        yield record
+    finally:
+        if had:
+            setattr(owner, name, before)
+        else:
+            delattr(owner, name)
 
 
 # ---------------------------------------------------------------- verdicts

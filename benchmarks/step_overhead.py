@@ -78,7 +78,7 @@ import torch  # noqa: E402
 from benchmarks.common import (corpus_lines, kjv_file, preprocess_lines,  # noqa: E402
                                write_json, write_markdown)
 from benchmarks.harness import (RATIO_TABLE_HEAD, LoadWindow, Ratio,  # noqa: E402
-                                check_exit, device_sync, header_lines, load_note,
+                                check_exit, clocked, device_sync, header_lines, load_note,
                                 machine_info, machine_line, md_section, resolve,
                                 run_stamp, time_interleaved, timed, torch_isolated)
 from fairseq.data import Dictionary  # noqa: E402
@@ -576,7 +576,7 @@ def _run_magic(args):
                     anchor_paths.append(tuple(runs[name].task.alignment_anchor()))
 
         at = runs["magic_at"]
-        score_ms = []
+        score_s = []
         evals_done = [0]
 
         def anchor_eval():
@@ -587,39 +587,22 @@ def _run_magic(args):
             update_num = policy.interval * evals_done[0]
             if not policy.due(update_num):
                 raise AssertionError(f"update {update_num} is not a due anchor update")
-            before = len(score_ms)
+            before = len(score_s)
             dt, _ = timed(at.task._maybe_update_anchor, at.model, update_num, sync=sync)
-            calls = len(score_ms) - before
+            calls = len(score_s) - before
             if calls == 0:
                 raise AssertionError("the anchor evaluation scored no child")
             return dt, calls
 
-        orig_score = at.task.score_arch
-
-        def counted_score_arch(model, arch):
-            dt, value = timed(orig_score, model, arch)  # float(): synchronous
-            score_ms.append(dt * 1e3)
-            return value
-
-        # An instance attribute over the method: _maybe_update_anchor calls
-        # self.score_arch, so this counts and times the real calls.
-        at.task.score_arch = counted_score_arch
-        # Likewise the criterion's anchor forward (no grad, eval mode) inside the
-        # timed updates: where the alignment's time goes (two clock reads each).
+        # Instance attributes over the methods, for the run: _maybe_update_anchor
+        # calls self.score_arch, the criterion its alignment_targets (the anchor's
+        # no-grad eval-mode forward inside the timed updates: where the
+        # alignment's time goes), so these count and time the real calls.
+        stack.enter_context(clocked(at.task, "score_arch", score_s))  # float(): synchronous
         anchor_fwd = {n: [] for n in names}
-
-        def timed_targets(name, orig):
-            def alignment_targets(model, sample):
-                t0 = time.perf_counter()
-                out = orig(model, sample)
-                sync()
-                anchor_fwd[name].append(time.perf_counter() - t0)
-                return out
-            return alignment_targets
-
         for name in names:
-            crit = runs[name].criterion
-            crit.alignment_targets = timed_targets(name, crit.alignment_targets)
+            stack.enter_context(clocked(runs[name].criterion, "alignment_targets",
+                                        anchor_fwd[name], sync=sync))
 
         anchor = {}
 
@@ -645,7 +628,7 @@ def _run_magic(args):
                         f"{args.anchor_valid_batches} x {args.anchor_valid_batch_size} = "
                         f"{want}: raise --verses")
                 anchor["warmup_eval_ms"] = anchor_eval()[0] * 1e3
-                del score_ms[:]
+                del score_s[:]
             for v in anchor_fwd.values():
                 del v[:]  # the timed updates' only
 
@@ -662,16 +645,11 @@ def _run_magic(args):
                 eval_s.append(dt)
                 eval_calls.append(calls)
 
-        try:
-            with LoadWindow() as load:
-                t = time_interleaved(
-                    {n: step(n) for n in names}, args.rounds, args.updates_per_round,
-                    max(1, args.warmup), sync=sync, after=after, after_warmup=after_warmup,
-                    between_rounds=between_rounds)
-        finally:
-            del at.task.score_arch
-            for name in names:
-                del runs[name].criterion.alignment_targets
+        with LoadWindow() as load:
+            t = time_interleaved(
+                {n: step(n) for n in names}, args.rounds, args.updates_per_round,
+                max(1, args.warmup), sync=sync, after=after, after_warmup=after_warmup,
+                between_rounds=between_rounds)
 
     if align_seen["magic_at"] != {1}:
         raise AssertionError(f"MAGIC-AT updates ran without alignment: align_on "
@@ -770,7 +748,7 @@ def _run_magic(args):
             "eval_min_ms": min(eval_s) * 1e3,
             "eval_ms": [round(v * 1e3, 3) for v in eval_s],
             "score_calls_per_eval": eval_calls,
-            "score_call_median_ms": statistics.median(score_ms),
+            "score_call_median_ms": statistics.median(score_s) * 1e3,
             "eval_over_magic_at_update": eval_med / at_update,
             "anchor": str(",".join(at.task.anchor.arch)),
             "anchor_replacements": at.task.anchor.replacements,
