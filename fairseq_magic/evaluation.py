@@ -20,8 +20,19 @@ USER_DIR = os.path.dirname(os.path.abspath(__file__))
 def import_plugin() -> None:
     """Register the plugin with fairseq (needed before loading a checkpoint:
     otherwise fairseq fails with 'Could not infer task type')."""
+    import sys
+
     from fairseq import utils
 
+    package = sys.modules.get(__package__)
+    if package is not None and USER_DIR in map(os.path.abspath, package.__path__):
+        # Importing the package registered everything already (console scripts
+        # run from it); fairseq's call would only log "--user-dir=... has
+        # already been imported." at the start of every tool. Its memo makes
+        # later --user-dir imports (a checkpoint's common.user_dir) skip too.
+        utils.import_user_module.memo = getattr(utils.import_user_module, "memo", set())
+        utils.import_user_module.memo.add(USER_DIR)
+        return
     utils.import_user_module(Namespace(user_dir=USER_DIR))
 
 
