@@ -15,7 +15,8 @@ table:
 * the run record: ``command_line``/``run_stamp`` (the exact command, UTC date),
   ``machine_info`` (+ GPU), ``LoadWindow`` (1-minute load average before/after),
   ``header_lines`` (the Command/Date/Machine lines every RESULTS.md section
-  opens with), ``load_note`` (the console warning for a contended run).
+  opens with), ``load_note`` (the console warning for a contended run),
+  ``publish`` (JSON merged, sections replaced and printed).
 """
 
 import datetime
@@ -28,7 +29,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
-from benchmarks.common import host_info, load_avg
+from benchmarks.common import host_info, load_avg, write_json, write_markdown
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -376,6 +377,19 @@ def load_note(load, threads, cpus=None):
     cores = f" with {cpus} CPUs" if cpus else ""
     return (f"note: 1-min load average {load['before']:.2f} -> {load['after']:.2f}{cores}: "
             "other processes competed for the cores, so the times include their noise")
+
+
+def publish(json_path: str, result: dict, md_path: str, sections, notes=()) -> None:
+    """Merge ``result`` into the JSON at ``json_path``, replace each (begin, end,
+    text) section of ``md_path`` and print it, then the non-empty ``notes``."""
+    write_json(json_path, result)
+    for begin, end, text in sections:
+        write_markdown(md_path, text, begin, end)
+        print(text)
+    for note in notes:
+        if note:
+            print(note)
+    print(f"wrote {os.path.relpath(json_path)} and {os.path.relpath(md_path)}")
 
 
 @contextmanager

@@ -55,12 +55,11 @@ if REPO not in sys.path:  # run as a script from a checkout without installing
 
 import torch  # noqa: E402
 
-from benchmarks.common import (corpus_lines, preprocess_lines, write_json,  # noqa: E402
-                               write_markdown)
+from benchmarks.common import corpus_lines, preprocess_lines  # noqa: E402
 from benchmarks.harness import (RATIO_TABLE_HEAD, LoadWindow, Ratio,  # noqa: E402
                                 check_exit, header_lines, load_note, machine_info,
-                                machine_line, md_section, resolve, run_stamp,
-                                time_interleaved, torch_isolated)
+                                machine_line, md_section, publish, resolve,
+                                run_stamp, time_interleaved, torch_isolated)
 
 TARGET = 1.1
 DEFAULT_JSON = os.path.join("benchmarks", "results", "search_throughput.json")
@@ -432,18 +431,11 @@ def main(argv=None) -> int:
     res.update(run_stamp(__file__, argv))
     res["search_throughput"].update(command=res["command"], date=res["date"],
                                     machine=res["machine"])
-    json_path = resolve(args.json_out, DEFAULT_JSON)
-    md_path = resolve(args.results_md, DEFAULT_MD)
-    write_json(json_path, res)
-    section = markdown_section(res)
-    write_markdown(md_path, section, MD_BEGIN, MD_END)
-    print(section)
     d = res["search_throughput"]
-    note = load_note(d["load_avg_1min"], d["config"]["torch_threads"],
-                     res["machine"]["cpu_count"])
-    if note:
-        print(note)
-    print(f"wrote {os.path.relpath(json_path)} and {os.path.relpath(md_path)}")
+    publish(resolve(args.json_out, DEFAULT_JSON), res, resolve(args.results_md, DEFAULT_MD),
+            [(MD_BEGIN, MD_END, markdown_section(res))],
+            [load_note(d["load_avg_1min"], d["config"]["torch_threads"],
+                       res["machine"]["cpu_count"])])
     return check_exit(args.check, [res["pass"]])
 
 

@@ -75,12 +75,12 @@ if REPO not in sys.path:  # run as a script from a checkout without installing
 
 import torch  # noqa: E402
 
-from benchmarks.common import (corpus_lines, kjv_file, preprocess_lines,  # noqa: E402
-                               write_json, write_markdown)
+from benchmarks.common import corpus_lines, kjv_file, preprocess_lines  # noqa: E402
 from benchmarks.harness import (RATIO_TABLE_HEAD, LoadWindow, Ratio,  # noqa: E402
                                 check_exit, clocked, device_sync, header_lines, load_note,
-                                machine_info, machine_line, md_section, resolve,
-                                run_stamp, time_interleaved, timed, torch_isolated)
+                                machine_info, machine_line, md_section, publish,
+                                resolve, run_stamp, time_interleaved, timed,
+                                torch_isolated)
 from fairseq.data import Dictionary  # noqa: E402
 
 import fairseq_magic  # noqa: E402,F401  (registers models/criterion with fairseq)
@@ -925,27 +925,18 @@ def main(argv=None) -> int:
     if "magic_overhead" in res:  # its own record: a later --parts child run keeps it
         res["magic_overhead"].update(
             command=res["command"], date=res["date"], machine=res["machine"])
-    json_path = resolve(args.json_out, DEFAULT_JSON)
-    md_path = resolve(args.results_md, DEFAULT_MD)
-    write_json(json_path, res)
-    notes = []
+    sections, notes = [], []
     if "supernet_over_child" in res:
-        section = markdown_section(res)
-        write_markdown(md_path, section, MD_BEGIN, MD_END)
-        print(section)
+        sections.append((MD_BEGIN, MD_END, markdown_section(res)))
         notes.append(load_note(res["load_avg_1min"], res["config"]["torch_threads"],
                                res["machine"]["cpu_count"]))
     if "magic_overhead" in res:
         d = res["magic_overhead"]
-        section = magic_markdown_section(res)
-        write_markdown(md_path, section, MAGIC_MD_BEGIN, MAGIC_MD_END)
-        print(section)
+        sections.append((MAGIC_MD_BEGIN, MAGIC_MD_END, magic_markdown_section(res)))
         notes.append(load_note(d["load_avg_1min"], d["config"]["torch_threads"],
                                res["machine"]["cpu_count"]))
-    if args.device == "cpu":
-        for note in filter(None, notes):
-            print(note)
-    print(f"wrote {os.path.relpath(json_path)} and {os.path.relpath(md_path)}")
+    publish(resolve(args.json_out, DEFAULT_JSON), res, resolve(args.results_md, DEFAULT_MD),
+            sections, notes if args.device == "cpu" else ())
     return check_exit(args.check, check_verdicts(res))
 
 
