@@ -219,7 +219,6 @@ def main(argv=None):
     _check_args(args)
     from ..evaluation import fixed_batches, load_supernet, score_child
 
-    os.makedirs(args.out, exist_ok=True)
     state_path = os.path.join(args.out, STATE)
     saved = None
     if os.path.exists(state_path):
@@ -238,6 +237,8 @@ def main(argv=None):
         print(f"magic-search: no {state_path} yet: starting a new search", file=sys.stderr)
 
     model, task, _, _ = load_supernet(args.checkpoint, args.data, args.device)
+    # only now: a checkpoint that does not load must leave no empty --out behind
+    os.makedirs(args.out, exist_ok=True)
     space = model.search_space
     constraints = Constraints(args.min_params, args.max_params, args.min_flops, args.max_flops)
 
