@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 from ..core import glue
 from ..core.space import MagicConfigError
@@ -296,7 +297,9 @@ def predict(ckpt, bin_dir, task, n_dev):
         preds = [None] * len(ds)
         itr = ftask.get_batch_iterator(dataset=ds, max_sentences=64,
                                        ignore_invalid_inputs=False).next_epoch_itr(shuffle=False)
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # torch warns that pin_memory is useless without an accelerator
+            warnings.simplefilter("ignore", UserWarning)
             for sample in itr:
                 logits, _ = model(**sample["net_input"], features_only=True,
                                   classification_head_name=HEAD)
