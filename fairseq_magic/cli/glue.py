@@ -368,8 +368,9 @@ def _run_task(task, key, tdir, train, devs, restore, exp, args, progress):
     print(f"{progress} {key}: {len(train)} train / {'+'.join(str(len(d)) for _, d in devs)} "
           f"dev examples, {total} updates ({warmup} warm-up), from "
           f"{'scratch' if restore is None else restore}", flush=True)
-    t0 = time.time()
+    t0, load0 = time.time(), os.getloadavg()[0]
     run_train(cmd, os.path.join(tdir, "train.log"))
+    load1 = os.getloadavg()[0]  # timings on a shared machine mean little without it
     preds = predict(os.path.join(tdir, "checkpoints", "checkpoint_best.pt"), bin_dir, task,
                     len(devs))
     scores = {}
@@ -386,7 +387,8 @@ def _run_task(task, key, tdir, train, devs, restore, exp, args, progress):
               "lr": args.lr or task.lr, "batch_size": args.batch_size or task.batch_size,
               "from": "scratch" if restore is None else restore,
               "arch": exp["model"]["magic_arch"], "unk_rate": unk,
-              "seconds": round(time.time() - t0, 1), "command": cmd}
+              "seconds": round(time.time() - t0, 1),
+              "load_avg_1min": [round(load0, 2), round(load1, 2)], "command": cmd}
     _atomic_json(result_path, result)
     main_split = next(iter(scores))
     print(f"{progress} {key}: " + ", ".join(f"{k} {v:.2f}" for k, v in scores[main_split].items()
