@@ -263,6 +263,7 @@ def train_command(task, exp, bin_dir, save_dir, args, n_train, n_dev, restore):
 def run_train(cmd, log_path):
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
+    env["PYTHONUNBUFFERED"] = "1"  # progress as it happens, not in 8 kB bursts
     with open(log_path, "w", encoding="utf-8") as log:
         log.write(" ".join(shlex.quote(c) for c in cmd) + "\n")
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
