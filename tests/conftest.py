@@ -345,3 +345,22 @@ def trained_supernet(data_bin, tmp_path_factory):
     d = tmp_path_factory.mktemp("trained_supernet")
     train_in_process(train_args(data_bin, d, updates=5))
     return str(d / "checkpoint_last.pt")
+
+
+class Scripted:
+    """A scorer for the anchor rules: scorer(arch) -> table[spec] (else
+    ``default``; no default: KeyError). Tests edit ``table`` between calls to
+    simulate training moving the shared weights. Records every call."""
+
+    def __init__(self, table=None, default=None):
+        self.table = dict(table or {})
+        self.default = default
+        self.calls = []
+
+    def __call__(self, arch):
+        self.calls.append(str(arch))
+        if str(arch) in self.table:
+            return self.table[str(arch)]
+        if self.default is None:
+            raise KeyError(str(arch))
+        return self.default

@@ -12,23 +12,7 @@ from fairseq_magic.core.anchor import (ANCHOR_POLICIES, AnchorState, BestAnchorP
 from fairseq_magic.core.samplers import random_arch
 from fairseq_magic.core.space import Arch, MagicConfigError, SearchSpace
 
-
-class Scripted:
-    """scorer(arch) -> table[spec]; the test edits ``table`` between calls to
-    simulate training moving the shared weights. Records every call."""
-
-    def __init__(self, table=None, default=None):
-        self.table = dict(table or {})
-        self.default = default
-        self.calls = []
-
-    def __call__(self, arch):
-        self.calls.append(str(arch))
-        if str(arch) in self.table:
-            return self.table[str(arch)]
-        if self.default is None:
-            raise KeyError(str(arch))
-        return self.default
+from conftest import Scripted
 
 
 A, B, C = Arch(["ffn", "ffn"]), Arch(["conv3", "ffn"]), Arch(["ffn", "conv3"])

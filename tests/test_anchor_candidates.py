@@ -17,24 +17,9 @@ from fairseq_magic.core.anchor import (DEFAULT_CANDIDATES, AnchorState, BestAnch
                                        CandidateBuffer, best_scored, build_anchor_policy)
 from fairseq_magic.core.space import Arch, MagicConfigError, SearchSpace
 
+from conftest import Scripted
+
 LN2 = math.log(2)
-
-
-class Scripted:
-    """scorer(arch) -> table[spec] (else ``default``); records every call."""
-
-    def __init__(self, table=None, default=None):
-        self.table = dict(table or {})
-        self.default = default
-        self.calls = []
-
-    def __call__(self, arch):
-        self.calls.append(str(arch))
-        if str(arch) in self.table:
-            return self.table[str(arch)]
-        if self.default is None:
-            raise KeyError(str(arch))
-        return self.default
 
 
 def children(n):
