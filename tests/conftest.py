@@ -38,23 +38,11 @@ def make_text(path, n_lines, seed):
 
 
 def fairseq_preprocess(*argv):
-    """fairseq-preprocess ARGV in this process (a subprocess spends seconds
-    importing fairseq)."""
-    import logging
+    """fairseq-preprocess ARGV in this process, with fairseq's log left as it is
+    (tests read training logs later in the same process)."""
+    from fairseq_magic.cli.glue import fairseq_preprocess as preprocess
 
-    from fairseq import options
-    from fairseq_cli import preprocess as fairseq_cli_preprocess
-
-    args = options.get_preprocessing_parser().parse_args([str(a) for a in argv])
-    log = logging.getLogger("fairseq_cli.preprocess")
-    handlers = list(log.handlers)
-    try:
-        fairseq_cli_preprocess.main(args)
-    finally:
-        for h in log.handlers:  # main() adds a log file handler per call
-            if h not in handlers:
-                log.removeHandler(h)
-                h.close()
+    preprocess(*argv, quiet=False)
 
 
 def preprocess(text_dir, dest):

@@ -162,10 +162,13 @@ def quiet_fairseq():
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def fairseq_preprocess(*argv):
+def fairseq_preprocess(*argv, quiet=True):
+    """fairseq-preprocess ARGV in this process (a subprocess spends seconds
+    importing fairseq); ``quiet`` lowers fairseq's loggers to WARNING first."""
     import logging
 
-    quiet_fairseq()
+    if quiet:
+        quiet_fairseq()
 
     from fairseq import options
     from fairseq_cli import preprocess
