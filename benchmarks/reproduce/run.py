@@ -120,6 +120,85 @@ POWER_ROUNDS = [("h64", 1, PROBES), ("h64", 2, PROBES), ("h64", 3, PROBES),
                 ("h64", 1, EXTRA), ("h64", 2, EXTRA)]
 
 
+# ---------------------------------------------------------------- Table 1's ground truth
+
+# The paper's four operators at hidden 64 (attention: two heads, QKV width = hidden).
+OPS = ["mha2d64", "ffn", "conv3", "conv5"]
+TABLE1_CHILDREN = 48
+CHILDREN_FILE = os.path.join(HERE, "children.txt")
+# The recipe the power stage chose (its group h64-lr1e-3; RESULTS.md's decision).
+GT_FLAGS = ["--updates", "800", "--lr", "1e-3", "--warmup", "100", "--batch-size", "64",
+            "--tokens-per-sample", "32", "--sample-break-mode", "complete", "--dropout", "0.1",
+            "--attention-dropout", "0.1", "--valid-passes", "4"]
+GT_SEEDS = [1, 2, 3]
+GT_OUT = os.path.join(RESULTS, "ground-truth.jsonl")
+
+
+def table1_children():
+    """The fixed list of uniformly sampled children, committed as children.txt.
+
+    Drawn once from a named RNG stream (no global seeding); a re-draw must give
+    the file back, which ``--check`` asserts, so the list cannot drift silently."""
+    rng = random.Random("reproduce:table1")
+    out = []
+    while len(out) < TABLE1_CHILDREN:
+        spec = ",".join(rng.choice(OPS) for _ in range(DEPTH))
+        if spec not in out:
+            out.append(spec)
+    return out
+
+
+def read_children_file():
+    with open(CHILDREN_FILE) as f:
+        return [ln.strip() for ln in f if ln.strip() and not ln.startswith("#")]
+
+
+def write_children_file():
+    children = table1_children()
+    if os.path.exists(CHILDREN_FILE):
+        if read_children_file() != children:
+            raise SystemExit(f"run.py: {CHILDREN_FILE} differs from the list drawn by "
+                             "table1_children(); refusing to overwrite a committed list")
+        return children
+    with open(CHILDREN_FILE, "w") as f:
+        f.write(f"# Table 1's {len(children)} children: uniform over {', '.join(OPS)} in each of "
+                f"{DEPTH} layers,\n# drawn by benchmarks/reproduce/run.py table1_children() "
+                "(random.Random('reproduce:table1')).\n")
+        f.write("\n".join(children) + "\n")
+    return children
+
+
+def gt_remaining(seed):
+    done = {(r["arch"], r["seed"]) for r in read_rows(GT_OUT)}
+    return [c for c in read_children_file() if (c, seed) not in done]
+
+
+def run_gt(args):
+    """Table 1's ground truth: every child at seed 1, then every child at seed
+    2, then 3 (so a stopped run leaves whole seeds behind), two units at a time
+    with one thread each, committed after every pair."""
+    os.makedirs(RESULTS, exist_ok=True)
+    write_children_file()
+    files = [CHILDREN_FILE, GT_OUT, GT_OUT + ".recipe.json"]
+    for seed in GT_SEEDS:
+        while gt_remaining(seed):
+            if past(args.stop_at):
+                print(f"run.py: --stop-at {args.stop_at} reached; rerun to continue", flush=True)
+                return 0
+            argv = ["--data", DATA, "--children", CHILDREN_FILE, "--seeds", str(seed),
+                    "--out", GT_OUT, "--workdir", os.path.join(args.workdir, "gt"),
+                    "--encoder-embed-dim", "64", "--jobs", str(args.jobs), "--threads", "1",
+                    "--max-units", str(args.jobs), *GT_FLAGS]
+            rc = ground_truth.main(argv)
+            if rc != 0:
+                print(f"run.py: magic-ground-truth exited {rc}", file=sys.stderr, flush=True)
+                return rc
+            if args.commit:
+                commit(files, f"reproduce gt: seed {seed}, {len(read_rows(GT_OUT))} units")
+    print("run.py: stage gt complete", flush=True)
+    return 0
+
+
 def group_out(name):
     return os.path.join(RESULTS, f"power-{name}.jsonl")
 
@@ -433,7 +512,8 @@ def run_power(args):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=["power"])
+    p.add_argument("stage", choices=["power", "gt"])
+    p.add_argument("--jobs", type=int, default=2, help="units at once (stage gt)")
     p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "magic-reproduce"),
                    help="unit work directories (checkpoints are deleted after scoring)")
     p.add_argument("--stop-at", help="UTC HH:MM after which no new unit starts")
@@ -441,6 +521,8 @@ def main(argv=None):
                    help="git-commit the stage's result files after every unit")
     p.add_argument("--report-only", action="store_true", help="only rewrite the report")
     args = p.parse_args(argv)
+    if args.stage == "gt":
+        return run_gt(args)
     if args.report_only:
         report_power()
         return 0
