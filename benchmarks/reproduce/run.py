@@ -44,6 +44,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
 
 from common import host_info, load_avg  # noqa: E402  (benchmarks/common.py)
 from fairseq_magic.cli import ground_truth  # noqa: E402
@@ -196,6 +197,29 @@ def run_gt(args):
             if args.commit:
                 commit(files, f"reproduce gt: seed {seed}, {len(read_rows(GT_OUT))} units")
     print("run.py: stage gt complete", flush=True)
+    return 0
+
+
+def run_supernets(args):
+    """Table 1's super-nets, the similarity super-nets, then the k sweep (one
+    unit at a time, one thread: the ground truth runs beside it)."""
+    import supernets as SN
+
+    os.makedirs(RESULTS, exist_ok=True)
+    children = read_children_file()
+    for u in SN.units():
+        if u["name"] in SN.read_done():
+            continue
+        if past(args.stop_at):
+            print(f"run.py: --stop-at {args.stop_at} reached; rerun to continue", flush=True)
+            return 0
+        print(f"run.py: super-net {u['name']} ...", flush=True)
+        row = SN.run_unit(u, children, DATA, args.workdir, load_avg)
+        print(f"run.py: super-net {u['name']} done: train {row['train_s']} s, "
+              f"analysis {row['analysis_s']} s", flush=True)
+        if args.commit:
+            commit([SN.SN_OUT, SN.SIM_DIR], f"reproduce supernets: {u['name']} done")
+    print("run.py: stage supernets complete", flush=True)
     return 0
 
 
@@ -512,7 +536,7 @@ def run_power(args):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=["power", "gt"])
+    p.add_argument("stage", choices=["power", "gt", "supernets"])
     p.add_argument("--jobs", type=int, default=2, help="units at once (stage gt)")
     p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "magic-reproduce"),
                    help="unit work directories (checkpoints are deleted after scoring)")
@@ -523,6 +547,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.stage == "gt":
         return run_gt(args)
+    if args.stage == "supernets":
+        return run_supernets(args)
     if args.report_only:
         report_power()
         return 0
