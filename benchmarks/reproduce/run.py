@@ -223,6 +223,20 @@ def run_supernets(args):
     return 0
 
 
+def run_report(args):
+    """Table 1 / Figure 3a / Figure 2 report from the committed results."""
+    import report
+    import supernets as SN
+
+    rc = report.main(read_children_file(), DATA, host_info(),
+                     "python benchmarks/reproduce/run.py report", write_md_section, SN.UPDATES)
+    if rc == 0 and args.commit:
+        commit([report.SCORES, report.RANK, report.REPRODUCE_JSON, RESULTS_MD,
+                *(os.path.join(RESULTS, f) for f in ("table1.png", "ksweep.png", "similarity.png"))],
+               "reproduce: report regenerated")
+    return rc
+
+
 def group_out(name):
     return os.path.join(RESULTS, f"power-{name}.jsonl")
 
@@ -536,7 +550,7 @@ def run_power(args):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=["power", "gt", "supernets"])
+    p.add_argument("stage", choices=["power", "gt", "supernets", "report"])
     p.add_argument("--jobs", type=int, default=2, help="units at once (stage gt)")
     p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "magic-reproduce"),
                    help="unit work directories (checkpoints are deleted after scoring)")
@@ -549,6 +563,8 @@ def main(argv=None):
         return run_gt(args)
     if args.stage == "supernets":
         return run_supernets(args)
+    if args.stage == "report":
+        return run_report(args)
     if args.report_only:
         report_power()
         return 0
