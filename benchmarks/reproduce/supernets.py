@@ -65,18 +65,20 @@ SIM_SENTENCES = 512
 
 
 def units():
-    """Every super-net unit, in run order: Table 1 seed by seed (so a stopped
-    run leaves whole seeds), the similarity super-nets, then the k sweep."""
-    out = []
-    for seed in TABLE1_SEEDS:
-        for m in METHODS:
-            out.append({"name": f"{m}-s{seed}", "kind": "table1", "method": m, "k": 1,
-                        "seed": seed, "hidden": 64, "ops": "mha2d64,ffn,conv3,conv5",
-                        "updates": UPDATES, "finetune": m in ("spos", "magic_at")})
+    """Every super-net unit, in run order: Table 1 at seeds 1 and 2 (so a
+    stopped run leaves whole seeds), the three small similarity super-nets,
+    Table 1 at seed 3, then the k sweep."""
+    def table1(seed):
+        return [{"name": f"{m}-s{seed}", "kind": "table1", "method": m, "k": 1, "seed": seed,
+                 "hidden": 64, "ops": "mha2d64,ffn,conv3,conv5", "updates": UPDATES,
+                 "finetune": m in ("spos", "magic_at")} for m in METHODS]
+
+    out = table1(1) + table1(2)
     for m in SIM_METHODS:
         out.append({"name": f"table6-{m}", "kind": "similarity", "method": m, "k": 1, "seed": 1,
                     "hidden": SIM_HIDDEN, "ops": "table6", "updates": SIM_UPDATES,
                     "finetune": False})
+    out += table1(3)
     for seed in K_SEEDS:
         for k in K_SWEEP:
             out.append({"name": f"magic_t-k{k}-s{seed}", "kind": "ksweep", "method": "magic_t",
