@@ -202,7 +202,9 @@ def run_gt(args):
 
 def run_supernets(args):
     """Table 1's super-nets, the similarity super-nets, then the k sweep (one
-    unit at a time, one thread: the ground truth runs beside it)."""
+    unit at a time, one thread). Several workers may run this stage at once
+    (e.g. a second one once the ground truth is done): each unit is claimed
+    with a lock file, so no two train the same super-net."""
     import supernets as SN
 
     os.makedirs(RESULTS, exist_ok=True)
@@ -213,8 +215,16 @@ def run_supernets(args):
         if past(args.stop_at):
             print(f"run.py: --stop-at {args.stop_at} reached; rerun to continue", flush=True)
             return 0
+        lock = SN.claim(u, args.workdir)
+        if lock is None:  # another worker of this stage trains it
+            continue
         print(f"run.py: super-net {u['name']} ...", flush=True)
-        row = SN.run_unit(u, children, DATA, args.workdir, load_avg)
+        try:
+            if u["name"] in SN.read_done():  # finished between the check and the claim
+                continue
+            row = SN.run_unit(u, children, DATA, args.workdir, load_avg)
+        finally:
+            os.unlink(lock)
         print(f"run.py: super-net {u['name']} done: train {row['train_s']} s, "
               f"analysis {row['analysis_s']} s", flush=True)
         if args.commit:

@@ -98,6 +98,32 @@ def read_done():
     return done
 
 
+def claim(u, workdir):
+    """Claim a unit for this process (a lock file holding its pid); None when a
+    live process holds it. A lock left by a dead process is taken over."""
+    d = os.path.join(workdir, "supernets")
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, u["name"] + ".lock")
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                with open(path) as f:
+                    pid = int(f.read().strip() or 0)
+                os.kill(pid, 0)
+                return None
+            except (ProcessLookupError, ValueError):
+                os.unlink(path)
+                continue
+            except FileNotFoundError:
+                continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return path
+    return None
+
+
 def train_argv(u, data, save_dir):
     return [
         data, "--user-dir", USER_DIR, "--task", "magic", "--arch", "magic_supernet",
