@@ -1,1 +1,2 @@
 from .magic_alignment import MagicAlignmentLoss  # noqa: F401
+from .squad_span import SquadSpanCriterion  # noqa: F401
