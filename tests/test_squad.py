@@ -295,8 +295,10 @@ def test_version_detection_and_file_errors(tmp_path):
     assert parsed.version == "2.0"
 
 
-FINETUNE = ["--batch-size", "16", "--epochs", "1", "--max-query-length", "12",
-            "--doc-stride", "6", "--log-interval", "1", "--cpu", "--max-dev-examples", "14"]
+# windows shorter than the export's 32 positions (its position table is kept whole)
+FINETUNE = ["--batch-size", "16", "--epochs", "1", "--max-length", "30",
+            "--max-query-length", "12", "--doc-stride", "6", "--log-interval", "1", "--cpu",
+            "--max-dev-examples", "14"]
 
 
 @pytest.fixture(scope="module")
@@ -315,12 +317,12 @@ def test_finetunes_squad_v2_from_an_exported_child(finetuned):
     export, data, out, res = finetuned
     run = out / "v2.0"
     result = json.loads((run / "result.json").read_text())
-    # 48 train questions; windows of 32 tokens: 12 question chars + 4 specials
-    # leave 16 context characters per window, one every 6
+    # 48 train questions; windows of 30 tokens: 12 question chars + 4 specials
+    # leave 14 context characters per window, one every 6
     assert result["train_questions"] == 48 and result["train_questions_skipped"] == 0
     assert result["arch"] == SPEC
     assert (result["max_length"], result["doc_stride"], result["max_query_length"]) == \
-        (32, 6, 12)
+        (30, 6, 12)
     n_win = result["train_windows"]
     assert n_win > 48 * 5 and result["updates"] == math.ceil(n_win / 16)
     assert f"{n_win} windows" in res.stdout
@@ -410,6 +412,20 @@ def test_span_head_and_loss_of_the_checkpoint(finetuned):
             want += 0.5 * float(F.cross_entropy(row[None], torch.tensor([keep.index(t)])))
     assert n == len(batch["id"]) and float(loss) == pytest.approx(want, rel=1e-5)
 
+    # the task itself refuses a super-net (before any training)
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    from conftest import TINY_MODEL, USER_DIR
+    args = options.parse_args_and_arch(options.get_training_parser(), [
+        str(run / "bin"), "--user-dir", USER_DIR, "--task", "magic_squad", "--criterion",
+        "squad_span", "--arch", "magic_supernet", *TINY_MODEL, "--max-positions", "32",
+        "--cpu"])
+    cfg = convert_namespace_to_omegaconf(args)
+    with pytest.raises(MagicConfigError, match="--task magic_squad fine-tunes one fixed "
+                                               "child .*got --arch 'magic_supernet'"):
+        tasks.setup_task(cfg.task).build_model(cfg.model)
+
 
 def test_bad_input_fails_before_training(child_export, trained_supernet, tmp_path):  # noqa: F811
     root, export = child_export
@@ -446,5 +462,7 @@ def test_bad_input_fails_before_training(child_export, trained_supernet, tmp_pat
         and "'magic_supernet'" in err
     err = run("2.0", export, data, out, "--max-length", "64")
     assert "--max-length 64 exceeds the model's max_positions 32" in err
+    err = run("2.0", export, data, out, "--n-best", "0")
+    assert "--n-best 0 and --max-answer-length 30: expected >= 1" in err
     err = run("3", export, data, out)
     assert "SQuAD version '3'" in err

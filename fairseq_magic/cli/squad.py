@@ -158,7 +158,7 @@ def binarize(text_dir, bin_dir, dict_txt):
 
 # ---- training and prediction ----
 
-def train_command(exp, bin_dir, save_dir, args, n_windows, max_length):
+def train_command(exp, bin_dir, save_dir, args, n_windows):
     import torch
 
     total, warmup = squad.schedule(n_windows, args.batch_size, args.epochs, args.warmup_frac)
@@ -167,7 +167,8 @@ def train_command(exp, bin_dir, save_dir, args, n_windows, max_length):
         warmup = int(round(args.warmup_frac * total))
     cmd = [sys.executable, "-m", "fairseq_cli.train", bin_dir, "--user-dir", USER_DIR,
            "--task", "magic_squad", "--criterion", "squad_span",
-           *model_flags(exp["model"], max_length),
+           # the export's position table as it is (windows are at most that long)
+           *model_flags(exp["model"], int(exp["model"]["max_positions"])),
            "--batch-size", str(args.batch_size), "--required-batch-size-multiple", "1",
            "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--adam-eps", "1e-06",
            "--weight-decay", str(args.weight_decay), "--clip-norm", str(args.clip_norm),
@@ -204,17 +205,19 @@ def predict_logits(ckpt, bin_dir, batch_size=64):
     ftask.load_dataset("valid", combine=False, epoch=1)
     ds = ftask.dataset("valid")
     out = [None] * len(ds)
-    itr = ftask.get_batch_iterator(dataset=ds, max_sentences=batch_size,
-                                   ignore_invalid_inputs=False).next_epoch_itr(shuffle=False)
     with torch.no_grad(), warnings.catch_warnings():
         # torch warns that pin_memory is useless without an accelerator
         warnings.simplefilter("ignore", UserWarning)
+        itr = ftask.get_batch_iterator(dataset=ds, max_sentences=batch_size,
+                                       ignore_invalid_inputs=False).next_epoch_itr(shuffle=False)
         for sample in itr:
             src = sample["net_input"]["src_tokens"]
-            logits = span_logits(model, src).float()
+            logits = span_logits(model, src).float().numpy()
+            # float32 rows, each cut to its window: SQuAD v2.0's dev set has about
+            # 12,000 windows of 384 positions
             for i, row, n in zip(sample["id"].tolist(), logits,
                                  sample["net_input"]["src_lengths"].tolist()):
-                out[i] = (row[:n, 0].tolist(), row[:n, 1].tolist())
+                out[i] = (row[:n, 0].copy(), row[:n, 1].copy())
     return out
 
 
@@ -270,7 +273,7 @@ def _run_version(version, vdir, train, dev, dev_obj, dev_path, wcfg, exp, args):
     else:
         data_file = os.path.abspath(dev_path)
     cmd, total, warmup = train_command(exp, bin_dir, os.path.join(vdir, "checkpoints"), args,
-                                       n_train, wcfg.max_length)
+                                       n_train)
     answered = sum(1 for e in train_enc for w in e.windows if w.start != squad.CLS)
     print(f"{tag} {len(train_enc)} train questions ({len(lost)} skipped: answer not found "
           f"in the context) -> {n_train} windows ({answered} holding the answer); "
@@ -367,6 +370,9 @@ def main(argv=None):
     version = squad.parse_version(args.version)
     exp = load_export(args.checkpoint_dir, args.spm)
     window_config(args, int(exp["model"]["max_positions"]))  # bad values fail here
+    if args.n_best < 1 or args.max_answer_length < 1:  # used after training: check now
+        raise MagicConfigError(f"--n-best {args.n_best} and --max-answer-length "
+                               f"{args.max_answer_length}: expected >= 1")
     paths = [os.path.join(args.squad_dir, f) for f in squad.FILES[version]]
     for path in paths:
         if not os.path.isfile(path):

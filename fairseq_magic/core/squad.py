@@ -172,7 +172,7 @@ def restrict_file(obj, qids) -> dict:
 
 # ---------------------------------------------------------------- tokens
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # millions of them for the official train set
 class Token:
     piece: str
     start: int  # [start, end): characters of the original text, whitespace trimmed
@@ -305,7 +305,7 @@ class Window:
 class Encoded:
     example: SquadExample
     question: Tuple[Token, ...]  # cut to max_query_length
-    tokens: Tuple[Token, ...]  # the context's
+    tokens: Tuple[Token, ...]  # the context's (shared by the questions of a paragraph)
     answer: Optional[Tuple[int, int]]  # token span of the answer, None: none / not found
     windows: Tuple[Window, ...]
 
@@ -315,9 +315,11 @@ class Encoded:
         return bool(self.example.answers) and self.answer is None
 
 
-def encode(ex: SquadExample, tokenize: Tokenizer, cfg: WindowConfig) -> Encoded:
+def encode(ex: SquadExample, tokenize: Tokenizer, cfg: WindowConfig,
+           context_tokens: Optional[Sequence[Token]] = None) -> Encoded:
+    """``context_tokens``: ``tokenize(ex.context)`` when the caller has it already."""
     question = tuple(tokenize(ex.question)[:cfg.max_query_length])
-    tokens = tuple(tokenize(ex.context))
+    tokens = tuple(tokenize(ex.context) if context_tokens is None else context_tokens)
     answer = None
     if ex.answers and not ex.is_impossible:
         chars = ex.answer_chars()
@@ -334,13 +336,22 @@ def encode(ex: SquadExample, tokenize: Tokenizer, cfg: WindowConfig) -> Encoded:
 
 def encode_all(examples: Sequence[SquadExample], tokenize: Tokenizer,
                cfg: WindowConfig) -> List[Encoded]:
-    return [encode(ex, tokenize, cfg) for ex in examples]
+    # the questions of one paragraph share its context: tokenise it once (and
+    # hold its tokens once: SQuAD's train set has about 5 questions per paragraph)
+    cache: Dict[str, Tuple[Token, ...]] = {}
+    out = []
+    for ex in examples:
+        if ex.context not in cache:
+            cache[ex.context] = tuple(tokenize(ex.context))
+        out.append(encode(ex, tokenize, cfg, cache[ex.context]))
+    return out
 
 
 def window_lines(enc: Encoded, window: Window) -> Tuple[str, str, str]:
     """The three text lines of one window: question pieces, context pieces, label."""
     q = " ".join(safe_piece(t.piece) for t in enc.question)
-    c = " ".join(safe_piece(t.piece) for t in enc.tokens[window.offset:window.offset + window.length])
+    ctx = enc.tokens[window.offset:window.offset + window.length]
+    c = " ".join(safe_piece(t.piece) for t in ctx)
     return q, c, f"{window.start} {window.end}"
 
 
@@ -393,8 +404,11 @@ def best_span(enc: Encoded, logits: Sequence[Tuple[Sequence[float], Sequence[flo
         if len(start_logits) < win.seq_len or len(end_logits) < win.seq_len:
             raise MagicConfigError(f"question {enc.example.qid!r}: {len(start_logits)} "
                                    f"logits for a window of {win.seq_len} tokens")
+        # plain floats (callers may hand numpy rows): fast to sort and compare
+        start_logits = [float(x) for x in start_logits[:win.seq_len]]
+        end_logits = [float(x) for x in end_logits[:win.seq_len]]
         if with_null:
-            cls = float(start_logits[0]) + float(end_logits[0])
+            cls = start_logits[0] + end_logits[0]
             null = cls if null is None else min(null, cls)
         lo, hi = win.context_start, win.context_start + win.length
         for i in _top(start_logits, lo, hi, n_best):
@@ -404,7 +418,7 @@ def best_span(enc: Encoded, logits: Sequence[Tuple[Sequence[float], Sequence[flo
                 a, b = enc.tokens[win.offset + i - lo], enc.tokens[win.offset + j - lo]
                 if b.end <= a.start or not ctx[a.start:b.end].strip():
                     continue  # no visible text: not an answer
-                score = float(start_logits[i]) + float(end_logits[j])
+                score = start_logits[i] + end_logits[j]
                 if best is None or score > best[0]:
                     best = (score, a.start, b.end)
     qid = enc.example.qid
