@@ -2,7 +2,11 @@
 
 Scores are the masked-LM loss in bits per masked token (base 2, as fairseq logs
 ``loss``) on a fixed subset of a split: the masking of a split is seeded per
-example, so every child is scored on exactly the same tokens.
+example, so every child is scored on exactly the same tokens. An ELECTRA
+super-net (``magic_electra_supernet``) is scored by its discriminator's
+replaced-token-detection loss in bits per non-pad token, on corrupted inputs
+fixed per batch (masking and generator sample seeded by the batch's example ids,
+the generator in eval mode): see ``MagicElectraSupernetModel.rtd_loss_sums``.
 """
 
 import math
@@ -150,9 +154,15 @@ def child_loss_sums(model, arch, batches: Iterable[dict]):
     model.set_active_path(arch)
     total, count = 0.0, 0
     pad = model.encoder.dictionary.pad()
+    # An ELECTRA super-net scores its discriminator: summed RTD loss (nats) over
+    # non-pad tokens, with a fixed masking and generator sample per batch.
+    rtd = getattr(model, "rtd_loss_sums", None)
     try:
         for sample in batches:
-            loss, n, _ = mlm_loss(model, sample, pad)
+            if rtd is not None:
+                loss, n = rtd(sample)
+            else:
+                loss, n, _ = mlm_loss(model, sample, pad)
             total += float(loss)
             count += n
     finally:

@@ -22,6 +22,16 @@ DIR/model.pt --reset-optimizer --reset-dataloader --reset-meters
 --reset-lr-scheduler`` under ``--task masked_lm``, ``--task magic`` or
 ``--task sentence_prediction``.
 
+An ELECTRA super-net (``--arch magic_electra_supernet``) exports its
+discriminator child as ``--arch magic_electra_child --magic-arch SPEC`` without
+the generator, under the same ``masked_lm`` task config: it fine-tunes under
+``--task sentence_prediction --arch magic_electra_child --magic-arch SPEC
+--restore-file DIR/model.pt`` like any exported child (the model builds no
+generator outside ``--task magic``). ``--keep-generator`` also writes the
+generator and a ``magic`` task config, for continued RTD pre-training
+(``--task magic --arch magic_electra_child --criterion magic_electra
+--restore-file DIR/model.pt ...``).
+
 The output is written to a temporary folder beside DIR and renamed at the end:
 on any error nothing is left behind.
 """
@@ -56,6 +66,10 @@ def get_parser():
                                  "text (default: spm.model or sentencepiece.bpe.model in "
                                  "the data-bin or its parent folder, as "
                                  "scripts/prepare_corpus.py lays them out)")
+    p.add_argument("--keep-generator", action="store_true",
+                   help="ELECTRA super-nets: also export the generator (and a --task "
+                        "magic config), for continued replaced-token-detection "
+                        "pre-training; by default only the discriminator child is written")
     return p
 
 
@@ -65,18 +79,26 @@ def stored_space(extra_state):
     return SearchSpace.from_state_dict(state) if state else None
 
 
-def child_model_cfg(supernet_model_cfg: dict, arch, max_positions: int) -> dict:
+def child_model_cfg(supernet_model_cfg: dict, arch, max_positions: int,
+                    generator_dims=None) -> dict:
     """The ``magic_child`` model config of ``arch``: dims from the super-net,
-    the operator list narrowed to the child's own operators."""
+    the operator list narrowed to the child's own operators. With
+    ``generator_dims`` (an ELECTRA super-net's (hidden, heads, layers)): the
+    ``magic_electra_child`` config, the generator's sizes written out."""
+    from ..models.magic_electra import MagicElectraChildConfig
     from ..models.magic_supernet import MagicChildConfig
 
+    electra = generator_dims is not None
     out = {}
-    for f in fields(MagicChildConfig):
+    for f in fields(MagicElectraChildConfig if electra else MagicChildConfig):
         if f.name in supernet_model_cfg:
             out[f.name] = supernet_model_cfg[f.name]
+    if electra:
+        (out["electra_generator_embed_dim"], out["electra_generator_heads"],
+         out["electra_generator_layers"]) = map(int, generator_dims)
     ops = list(dict.fromkeys(arch))
     out.update({
-        "_name": "magic_child",
+        "_name": "magic_electra_child" if electra else "magic_child",
         "magic_arch": str(arch),
         "encoder_layers": len(arch),
         "magic_ops": ",".join(ops),
@@ -125,8 +147,20 @@ def find_spm(data: str):
     return None
 
 
+def magic_task_cfg(supernet_task_cfg: dict, data: str) -> dict:
+    """The super-net's ``magic`` task config for a child that continues RTD
+    pre-training: its data and masking kept, the super-net's method, anchor,
+    shrinking, logging and batch-size settings back at their defaults."""
+    out = dict(supernet_task_cfg, data=data, magic_method="spos", magic_sampler=None,
+               magic_anchor=None, magic_shrink=False, magic_path_log=None,
+               magic_valid_arch=None, magic_interference_interval=0,
+               magic_sentences_per_update=0, magic_max_params=0, magic_max_flops=0)
+    out["_name"] = "magic"
+    return out
+
+
 def export_child(checkpoint: str, arch_spec: str, out_dir: str, data=None,
-                 force: bool = False, spm=None) -> dict:
+                 force: bool = False, spm=None, keep_generator: bool = False) -> dict:
     """Export one child; returns the export.json record. Raises MagicConfigError
     (nothing written) on a bad spec, a non-super-net checkpoint, a missing anchor
     or an existing ``out_dir`` without ``force``."""
@@ -146,6 +180,12 @@ def export_child(checkpoint: str, arch_spec: str, out_dir: str, data=None,
         raise MagicConfigError(f"--spm {spm!r} does not exist: expected the "
                                "sentencepiece model (spm.model) the data was encoded with")
     model, task, cfg, extra_state = load_supernet(checkpoint, data, "cpu")
+    electra = getattr(model, "is_electra", False)
+    if keep_generator and not electra:
+        raise MagicConfigError(
+            f"--keep-generator: checkpoint {checkpoint!r} is a masked-LM super-net "
+            f"({type(model).__name__}), which has no generator: expected an ELECTRA "
+            "super-net (--arch magic_electra_supernet)")
     spm = spm or find_spm(cfg.task.data)
     space = stored_space(extra_state) or model.search_space
     if arch_spec == "anchor":
@@ -161,20 +201,28 @@ def export_child(checkpoint: str, arch_spec: str, out_dir: str, data=None,
     except MagicConfigError as e:
         raise MagicConfigError(f"--arch {arch_spec!r}: {e}") from e
 
-    weights = model.child_state_dict(arch)
+    weights = (model.child_state_dict(arch, keep_generator=keep_generator) if electra
+               else model.child_state_dict(arch))
     cost = model.child_cost(arch, FLOPS_SEQ_LEN)
+    generator_params = model.generator_params() if keep_generator else 0
     # named_parameters() lists a tied tensor once (the LM head shares the embedding)
     param_names = {name for name, _ in model.named_parameters()}
     params = sum(v.numel() for k, v in weights.items() if k in param_names)
-    if params != cost["params"]:
+    if params != cost["params"] + generator_params:
         raise MagicConfigError(f"internal error: exported {params} parameters, "
-                               f"child_cost says {cost['params']}")
+                               f"child_cost says {cost['params']} (+ generator "
+                               f"{generator_params})")
 
     cfg_dict = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     cfg_dict["model"] = child_model_cfg(cfg_dict["model"], arch,
-                                        model.encoder.max_positions())
-    cfg_dict["task"] = masked_lm_task_cfg(cfg_dict["task"], out_dir)
-    cfg_dict["criterion"] = {"_name": "masked_lm", "tpu": False}
+                                        model.encoder.max_positions(),
+                                        model.generator_dims if electra else None)
+    if keep_generator:
+        cfg_dict["task"] = magic_task_cfg(cfg_dict["task"], out_dir)
+        cfg_dict["criterion"] = dict(cfg_dict["criterion"], _name="magic_electra")
+    else:
+        cfg_dict["task"] = masked_lm_task_cfg(cfg_dict["task"], out_dir)
+        cfg_dict["criterion"] = {"_name": "masked_lm", "tpu": False}
     state = {
         "args": None,
         "cfg": cfg_dict,
@@ -182,7 +230,8 @@ def export_child(checkpoint: str, arch_spec: str, out_dir: str, data=None,
         "criterion": {},
         # fairseq's loader needs one entry; no optimizer state is stored, so
         # training restarts its optimizer and schedule at update 0
-        "optimizer_history": [{"criterion_name": "MaskedLmLoss", "optimizer_name": None,
+        "optimizer_history": [{"criterion_name": "MagicElectraLoss" if keep_generator
+                               else "MaskedLmLoss", "optimizer_name": None,
                                "lr_scheduler_state": {"best": None}, "num_updates": 0}],
         "task_state": {},
         "extra_state": {
@@ -196,6 +245,8 @@ def export_child(checkpoint: str, arch_spec: str, out_dir: str, data=None,
         "num_layers": len(arch),
         "params": cost["params"],
         "flops": cost["flops"],
+        "objective": "electra" if electra else "mlm",
+        "generator_params": generator_params,
         "flops_seq_len": FLOPS_SEQ_LEN,
         "source_checkpoint": os.path.abspath(checkpoint),
         "source_data": cfg.task.data,
@@ -234,10 +285,12 @@ def export_child(checkpoint: str, arch_spec: str, out_dir: str, data=None,
 def main(argv=None):
     args = get_parser().parse_args(argv)
     record = export_child(args.checkpoint, args.arch, args.out, args.data, args.force,
-                          args.spm)
+                          args.spm, args.keep_generator)
     print(f"exported {record['arch']}: {record['params']:,} parameters "
           f"(super-net {record['supernet_params']:,}), "
-          f"{record['flops']:.3g} FLOPs at {FLOPS_SEQ_LEN} tokens -> "
+          f"{record['flops']:.3g} FLOPs at {FLOPS_SEQ_LEN} tokens"
+          + (f" (+ generator {record['generator_params']:,})"
+             if record["generator_params"] else "") + " -> "
           f"{os.path.join(os.path.abspath(args.out), 'model.pt')}")
     return 0
 

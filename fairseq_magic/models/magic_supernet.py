@@ -215,6 +215,9 @@ class MagicSupernetModel(RobertaModel):
 
 
 _LAYERS = "encoder.sentence_encoder.layers."
+# What only an ELECTRA model (models/magic_electra.py) holds: its generator and
+# the discriminator's replaced-token head.
+_ELECTRA_KEYS = ("generator.", "encoder.rtd_head.")
 
 
 def checkpoint_layout(state_dict):
@@ -251,9 +254,18 @@ def check_checkpoint_layout(model, state_dict) -> None:
     saved by a model of ``model``'s kind, depth, operators and hidden size."""
     want, want_hidden, want_vocab = checkpoint_layout(model.state_dict())
     have, have_hidden, have_vocab = checkpoint_layout(state_dict)
-    run = ("--arch magic_child --magic-arch " + repr(model.cfg.magic_arch)
+    electra = getattr(model, "is_electra", False)
+    kind = "magic_electra_" if electra else "magic_"
+    run = (f"--arch {kind}child --magic-arch " + repr(model.cfg.magic_arch)
            if isinstance(model, MagicChildModel) else
-           f"--arch magic_supernet with --magic-ops {model.cfg.magic_ops!r}")
+           f"--arch {kind}supernet with --magic-ops {model.cfg.magic_ops!r}")
+    if not electra and any(k.startswith(_ELECTRA_KEYS) for k in state_dict):
+        # an ELECTRA model's discriminator layers look like ours; its heads do not
+        raise MagicConfigError(
+            f"the checkpoint is an ELECTRA model (replaced token detection: keys under "
+            f"{' / '.join(_ELECTRA_KEYS)}), this run is {run} (masked LM): expected a "
+            "masked-LM checkpoint; restore an ELECTRA one with --arch "
+            "magic_electra_supernet / magic_electra_child (--criterion magic_electra)")
     if not have:
         raise MagicConfigError(
             f"the checkpoint holds no magic encoder layers (keys under {_LAYERS!r}): "
@@ -267,9 +279,9 @@ def check_checkpoint_layout(model, state_dict) -> None:
     if not isinstance(model, MagicChildModel) and child_ckpt and not all(
             len(ops) == 1 for ops in want):
         raise MagicConfigError(
-            f"the checkpoint holds {_ops_text(have)} (a magic_child or magic-export "
+            f"the checkpoint holds {_ops_text(have)} (a {kind}child or magic-export "
             f"checkpoint), this run is {run}: restore it with "
-            f"--arch magic_child --magic-arch '{','.join(o[0] for o in have)}'")
+            f"--arch {kind}child --magic-arch '{','.join(o[0] for o in have)}'")
     if len(have) != len(want):
         raise MagicConfigError(
             f"the checkpoint has {len(have)} layers, this run {len(want)} "

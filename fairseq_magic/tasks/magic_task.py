@@ -259,8 +259,13 @@ class MagicTask(MaskedLMTask):
     @staticmethod
     def _train_loss_key(logging_output) -> str:
         # magic_alignment's "loss" includes the alignment term; "mlm_loss" is the
-        # child's own prediction loss. Other criteria (masked_lm) log only "loss".
-        return "mlm_loss" if "mlm_loss" in logging_output else "loss"
+        # child's own prediction loss; magic_electra's is the discriminator's
+        # "disc_loss" (its generator is no part of the child). Other criteria
+        # (masked_lm) log only "loss".
+        for key in ("mlm_loss", "disc_loss"):
+            if key in logging_output:
+                return key
+        return "loss"
 
     def _record_train_loss(self, update_num: int, arch, logging_output, ignore_grad) -> None:
         """Every trained child is an anchor candidate, ranked by its training MLM
@@ -331,7 +336,7 @@ class MagicTask(MaskedLMTask):
                        + (f"anchor replaced by {ev.anchor} ({self.anchor.replacements} "
                           "replacements)" if ev.replaced else "anchor kept"))
         logger.info(f"anchor evaluation at update {update_num}: candidates "
-                    f"[{cands or 'none'}] (bits per masked token); {outcome}")
+                    f"[{cands or 'none'}] ({score_unit(model)}); {outcome}")
 
     def begin_epoch(self, epoch, model):
         super().begin_epoch(epoch, model)
@@ -409,9 +414,11 @@ class MagicTask(MaskedLMTask):
 
     def score_arch(self, model, arch) -> float:
         """Validation MLM loss (bits per masked token) of ``arch`` with the current
-        shared weights on the fixed subset. Each rank scores a slice of the
-        batches and the sums are all-reduced, so every rank gets the same score
-        (and so keeps the same anchor)."""
+        shared weights on the fixed subset (for an ELECTRA super-net: the
+        discriminator's RTD loss, bits per non-pad token, with a fixed masking
+        and generator sample, ``MagicElectraSupernetModel.rtd_loss_sums``).
+        Each rank scores a slice of the batches and the sums are all-reduced,
+        so every rank gets the same score (and so keeps the same anchor)."""
         from ..evaluation import child_loss_sums
 
         bare = unwrap_model(model)
@@ -628,6 +635,13 @@ def constraint_violation(model, space, max_params=0, max_flops=0):
         return (f"--magic-max-flops {max_flops:g}: the cheapest child of the space has "
                 f"{cheapest['flops']:.4g} FLOPs")
     return None
+
+
+def score_unit(model) -> str:
+    """What ``score_arch`` returns, for the logs."""
+    if getattr(unwrap_model(model), "is_electra", False):
+        return "discriminator RTD loss, bits per non-pad token"
+    return "bits per masked token"
 
 
 def data_parallel_rank_and_size():
