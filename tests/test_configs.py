@@ -53,7 +53,8 @@ def test_every_config_is_covered():
     assert {"spos_base", "magic_t_base", "magic_a_base", "magic_at_base",
             "magic_at_shrink_base", "retrain_child_base", "retrain_child_base_fact512",
             "spos_tiny", "magic_t_tiny", "magic_a_tiny", "magic_at_tiny",
-            "retrain_child_tiny"} <= set(NAMES)
+            "retrain_child_tiny", "e_spos_base", "e_magic_at_base",
+            "e_magic_at_tiny"} <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if n.endswith("_base")])
@@ -80,7 +81,8 @@ def test_base_configs_have_the_papers_settings(name):
         assert cfg.model.encoder_layers == 26 and cfg.model.magic_ops == "paper"
         assert cfg.distributed_training.find_unused_parameters
     method = cfg.task.magic_method
-    assert name.startswith(method) or (retrain and method == "spos")
+    # e_<method>_base: the same method trained ELECTRA-style (test below)
+    assert name.removeprefix("e_").startswith(method) or (retrain and method == "spos")
     if method in ("magic_a", "magic_at"):
         assert cfg.criterion.magic_align_every == 4  # "in every four layers"
         assert cfg.criterion.magic_align_lambda == 0.5
@@ -187,3 +189,31 @@ def test_fact512_retrain_config_trains_the_given_child(data_bin, tmp_path):
     assert len(proj) == 1 and tuple(proj[0].shape) == (32, 16)  # 16 -> 32: factorized
     layer_ops = {k.split(".candidates.")[1].split(".")[0] for k in weights if ".layers.2." in k}
     assert layer_ops == {"conv3"}  # a static child: one candidate per layer
+
+
+@pytest.mark.parametrize("name,mlm,dims", [
+    ("e_spos_base", "spos_base", (256, 4, 26)),
+    ("e_magic_at_base", "magic_at_base", (256, 4, 26)),
+    ("e_magic_at_tiny", "magic_at_tiny", (42, 1, 8)),
+])
+def test_electra_configs_are_the_mlm_recipe_with_electras_objective(name, mlm, dims):
+    """E- configs: the MLM config's recipe (same compute as BERT-base), the
+    ELECTRA model and criterion: generator 1/3 (hidden / 64 heads, same depth),
+    discriminator weight 50, 15% masking."""
+    from fairseq_magic.models.magic_electra import generator_dims
+
+    cfg, base = compose(name), compose(mlm)
+    assert cfg.model._name == "magic_electra_supernet"
+    assert cfg.criterion._name == "magic_electra"
+    assert cfg.criterion.electra_disc_weight == 50 and cfg.criterion.electra_mask_prob == 0.15
+    assert generator_dims(cfg.model) == dims
+    for section in ("optimization", "optimizer", "lr_scheduler", "dataset", "task",
+                    "distributed_training"):
+        assert cfg[section] == base[section], section
+    assert cfg.common == base.common
+    for key in base.model:
+        if key != "_name":
+            assert cfg.model[key] == base.model[key], key
+    for key in base.criterion:
+        if key != "_name":
+            assert cfg.criterion[key] == base.criterion[key], key
