@@ -222,7 +222,7 @@ def predict_logits(ckpt, bin_dir, batch_size=64):
 
 
 def run_version(version, exp, args, out_dir, train_path, dev_path):
-    vdir = os.path.join(out_dir, f"v{version}")
+    vdir = os.path.abspath(os.path.join(out_dir, f"v{version}"))  # result.json names files
     result_path = os.path.join(vdir, "result.json")
     if os.path.isfile(result_path):
         print(f"[v{version}] done already ({result_path}), skipped", flush=True)
