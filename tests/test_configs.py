@@ -54,7 +54,7 @@ def test_every_config_is_covered():
             "magic_at_shrink_base", "retrain_child_base", "retrain_child_base_fact512",
             "spos_tiny", "magic_t_tiny", "magic_a_tiny", "magic_at_tiny",
             "retrain_child_tiny", "e_spos_base", "e_magic_at_base",
-            "e_magic_at_tiny"} <= set(NAMES)
+            "e_magic_at_tiny", "compress_kd_tiny", "magic_at_compress_60m"} <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if n.endswith("_base")])
@@ -91,9 +91,13 @@ def test_base_configs_have_the_papers_settings(name):
         assert cfg.task.magic_t_k == 1
 
 
+# values a config leaves to the user (???): the child to train, the KD teacher
+REQUIRED = {"compress_kd_tiny": ["model.magic_arch=ffn", "criterion.kd_teacher=/t.pt"]}
+
+
 @pytest.mark.parametrize("name", [n for n in NAMES if n.endswith("_tiny")])
 def test_tiny_configs_compose_for_the_cpu(name):
-    cfg = compose(name, *(["model.magic_arch=ffn"] if "retrain" in name else []))
+    cfg = compose(name, *REQUIRED.get(name, ["model.magic_arch=ffn"] if "retrain" in name else []))
     assert cfg.common.cpu and cfg.dataset.num_workers == 0
     assert cfg.model.encoder_embed_dim == 128 and cfg.dataset.batch_size >= 16
     assert cfg.optimization.max_update == cfg.lr_scheduler.total_num_update
@@ -146,6 +150,33 @@ def test_shrink_config_is_the_papers_final_search():
     base = compose("magic_at_base")
     for section in ("optimization", "optimizer", "lr_scheduler", "model", "criterion"):
         assert cfg[section] == base[section], section  # otherwise as magic_at_base
+
+
+def test_compress_config_is_the_papers_compression_search():
+    """Section 5.4 / appendix C: MAGIC-AT over the hidden-512 space (the
+    magic_supernet_compress preset) with shrinking under a 60M budget, which a
+    50K-vocabulary child can meet and which excludes the largest children."""
+    from argparse import Namespace
+
+    from fairseq_magic.core.cost import child_cost
+    from fairseq_magic.models.magic_supernet import magic_supernet_compress
+
+    cfg = compose("magic_at_compress_60m")
+    preset = Namespace()
+    magic_supernet_compress(preset)
+    assert (cfg.model.encoder_layers, cfg.model.encoder_embed_dim, cfg.model.magic_ops) == \
+        (preset.encoder_layers, preset.encoder_embed_dim, preset.magic_ops) == \
+        (26, 512, "mha8,ffn,conv3,conv5")
+    assert cfg.task.magic_shrink and cfg.task.magic_method == "magic_at"
+    assert cfg.task.magic_max_params == 60_000_000 and not cfg.task.magic_max_flops
+    base = compose("magic_at_shrink_base")
+    for section in ("optimization", "optimizer", "lr_scheduler", "criterion"):
+        assert cfg[section] == base[section], section  # otherwise as the paper's search
+    assert cfg.task.magic_shrink_per_epoch == base.task.magic_shrink_per_epoch == 5
+
+    def params(op):  # RoBERTa's 50,265-symbol BPE, 512 positions (+2)
+        return child_cost([op] * 26, 512, 50265, 514)["params"]
+    assert params("conv3") < 60e6 < params("ffn")
 
 
 def _hydra_train(name, tmp_path, *overrides):
