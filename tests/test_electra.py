@@ -597,3 +597,46 @@ def test_checkpoints_of_the_other_objective_are_refused(electra_run, trained_sup
     assert rc == 2 and "--keep-generator: checkpoint" in stderr and \
         "has no generator" in stderr
     assert not (tmp_path / "e").exists()
+
+
+# ------------------------------------------------------------ benchmark
+def test_overhead_benchmark_runs_at_toy_size(data_bin, tmp_path, monkeypatch):
+    """benchmarks/electra_overhead.py end to end on a toy model (the real
+    measurement is the lead's: see the script's docstring)."""
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location(
+        "electra_overhead_bench", os.path.join(REPO, "benchmarks", "electra_overhead.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for name in ("TARGET", "MAGIC_AT_TARGET"):  # targets no toy run can miss
+        monkeypatch.setattr(bench, name, 1e9)
+    out_json, md = tmp_path / "e.json", tmp_path / "RESULTS.md"
+    out_json.write_text(json.dumps({"other": 1}))
+    md.write_text("# Results\n\nintro\n")
+    argv = ["--layers", "2", "--hidden", "32", "--ops", "mha2d32,ffn,conv3,conv5",
+            "--path", "conv3,mha2d32", "--batch-size", "4", "--seq-len", "16",
+            "--rounds", "2", "--updates-per-round", "2", "--warmup", "1", "--batches", "2",
+            "--threads", "1", "--data", data_bin, "--json-out", str(out_json),
+            "--results-md", str(md), "--check"]
+    assert bench.main(argv) == 0
+    data = json.loads(out_json.read_text())
+    c, m = data["electra_child"], data["electra_magic"]
+    assert data["other"] == 1
+    assert data["supernet_over_child"] == pytest.approx(
+        c["median_update_ms"]["supernet"] / c["median_update_ms"]["child"], rel=1e-9)
+    assert data["magic_at_over_spos"] == pytest.approx(
+        m["median_update_ms"]["magic_at"] / m["median_update_ms"]["spos"], rel=1e-9)
+    assert c["equivalence_check"]["loss_abs_diff"] <= 1e-4 and c["off_path_params_untouched"]
+    assert c["config"]["generator"] == [10, 1, 2]
+    text = md.read_text()
+    assert text.startswith("# Results\n\nintro\n") and text.count(bench.MD_BEGIN) == 1
+    assert "`supernet_over_child`" in text and "`magic_at_over_spos`" in text
+    # a rerun of one part replaces the section, keeping the other part's numbers
+    assert bench.main(argv[:-1] + ["--parts", "child"]) == 0
+    again = json.loads(out_json.read_text())
+    assert again["electra_magic"] == m and again["electra_child"]["date"] >= c["date"]
+    text = md.read_text()
+    assert text.count(bench.MD_BEGIN) == 1 and "`magic_at_over_spos`" in text
