@@ -2,8 +2,9 @@
 
 Importing the package (``--user-dir fairseq_magic``) registers with fairseq:
   --arch magic_supernet[_base|_base_fact512|_compress|_tiny], magic_child[_tiny]
+  --arch magic_electra_supernet[_base|_tiny], magic_electra_child[_tiny] (ELECTRA)
   --task magic
-  --criterion magic_alignment
+  --criterion magic_alignment, magic_electra
 The fairseq-free core (search space, samplers, cost model) is ``fairseq_magic.core``;
 it imports without fairseq installed.
 """

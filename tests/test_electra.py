@@ -259,6 +259,26 @@ def test_an_update_moves_the_active_path_and_generator_only(built, data_bin):
     assert moved == on | gen | shared  # embeddings and the RTD head: shared, trained
 
 
+def test_fp16_optimizer_is_refused_as_for_mlm(data_bin, tmp_path):
+    from fairseq.optim.fp16_optimizer import FP16Optimizer, MemoryEfficientFP16Optimizer
+
+    log = tmp_path / "p.jsonl"
+    for flag, refused in (("--fp16", True), ("--memory-efficient-fp16", False)):
+        cfg = training_cfg(data_bin, "--criterion", "magic_electra", flag,
+                           "--fp16-no-flatten-grads", "--magic-path-log", str(log), arch=ARCH)
+        task, model, criterion = build_in_process(data_bin, cfg=cfg)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = (FP16Optimizer if refused else MemoryEfficientFP16Optimizer).build_optimizer(
+            cfg, params)
+        if refused:
+            with pytest.raises(MagicConfigError, match="--fp16/--bf16 use FP16Optimizer"):
+                task.train_step(masked_batch(task), model, criterion, opt, 0)
+            assert not log.exists() and all(p.grad is None for p in model.parameters())
+        else:
+            task.train_step(masked_batch(task), model, criterion, opt, 0)
+            assert log.read_text().count("\n") == 1
+
+
 # --------------------------------------------------------- training runs
 def test_resume_equals_uninterrupted(electra_run, data_bin, tmp_path):
     full = electra_run[0]
@@ -373,6 +393,41 @@ def test_anchor_score_is_the_discriminators_rtd_loss_on_fixed_inputs(electra_run
     assert f"{score:.3f}" in stdout
 
 
+def test_shrinking_and_search_rate_children_by_rtd_loss(data_bin, electra_run, tmp_path):
+    from fairseq_magic.evaluation import fixed_batches, load_supernet, score_child
+
+    # E-SPOS with progressive shrinking: 64 sentences per update, so epoch 1 ends
+    # after a few updates and the space shrinks at the start of epoch 2
+    save = tmp_path / "shrink"
+    proc = train_in_process(train_args(
+        data_bin, save, "--criterion", "magic_electra", "--magic-shrink",
+        "--magic-shrink-per-epoch", "3", "--magic-shrink-children", "6",
+        "--magic-anchor-valid-batches", "1", "--batch-size", "64", "--max-epoch", "2",
+        updates=1000, arch=ARCH))
+    assert "shrinking after epoch 1: removed" in proc.stdout
+    state = torch.load(save / "checkpoint_last.pt")["extra_state"]["MagicTask"]
+    (event,) = state["shrink_history"]
+    ratings = [r for _, _, r in event["removed"]]
+    print(f"removed {event['removed']}, {event['size']} children left")
+    # ratings are mean RTD scores, bits per token (the MLM loss here is ~5 bits)
+    assert len(ratings) == 3 and all(0.3 < r < 1.2 for r in ratings)
+    assert event["size"] == math.prod(len(c) for c in state["search_space"]["choices"]) < 256
+    # magic-search ranks children by the same score
+    ckpt = os.path.join(electra_run[0], "checkpoint_last.pt")
+    out = tmp_path / "search"
+    rc, _, stderr = cli_in_process(
+        "fairseq_magic.cli.search", "magic-search", ckpt, "--out", out, "--strategy",
+        "random", "--samples", "4", "--max-batches", "2", "--batch-size", "8",
+        "--top-k", "2", "--no-progress")
+    assert rc == 0, stderr[-2000:]
+    top = json.loads((out / "search.json").read_text())["top_k"]
+    model, task, _, _ = load_supernet(ckpt)
+    batches = fixed_batches(task, "valid", 2, 8)
+    for row in top:
+        assert row["score"] == pytest.approx(score_child(model, row["spec"], batches))
+    assert top[0]["score"] <= top[1]["score"] < 1.2
+
+
 # ------------------------------------------------------------ 2 ranks
 PROBE_CHANGED = textwrap.dedent("""
     import json, os, sys
@@ -481,6 +536,13 @@ def test_exported_discriminator_equals_the_supernet_path(exported):
         hb = child.sentence_encoder(tokens, return_all_hiddens=True)[1]
     assert len(ha) == len(hb) == 4
     assert max((x - y).abs().max().item() for x, y in zip(ha, hb)) <= 1e-6
+    # fairseq's hub interface loads it like any export (the discriminator's features)
+    from fairseq_magic.hub import from_pretrained
+
+    hub = from_pretrained(str(out / "disc")).eval()
+    with torch.no_grad():
+        assert torch.equal(hub.extract_features(tokens[0]), child(tokens[:1],
+                                                                  features_only=True)[0])
     # --keep-generator: the generator too, under a magic task config
     full = torch.load(out / "full" / "model.pt")
     assert full["cfg"]["task"]["_name"] == "magic"

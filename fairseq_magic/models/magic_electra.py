@@ -343,8 +343,9 @@ class MagicElectraSupernetModel(MagicSupernetModel):
         pretraining = pretraining_task(task)
         criterion = _root_name(cfg, "criterion")
         if pretraining and criterion is not None and criterion != "magic_electra":
+            arch = getattr(cfg, "_name", None) or "magic_electra_*"
             raise MagicConfigError(
-                f"--criterion {criterion} with --arch {getattr(cfg, '_name', None) or 'magic_electra_*'}: "
+                f"--criterion {criterion} with --arch {arch}: "
                 "an ELECTRA model pre-trains with --criterion magic_electra (replaced "
                 "token detection); for masked LM use --arch magic_supernet / magic_child")
         encoder = MagicElectraEncoder(cfg, task.source_dictionary, space.choices,
