@@ -180,23 +180,24 @@ def _heads(state_dict):
     return out
 
 
-def load_teacher(path: str, task, classification_head: Optional[str] = None,
-                 num_classes: Optional[int] = None, span_head: bool = False):
-    """Load, check and freeze the teacher of ``--kd-teacher PATH`` for a student
-    trained under ``task``; returns a ``FrozenTeacher``.
-
-    ``classification_head``/``num_classes``: the teacher must hold that head
-    with that many outputs (fine-tuning distillation); ``span_head``: it must
-    hold a SQuAD span head (``magic_squad``)."""
-    from fairseq import models
-
+def check_teacher(path: str, dictionary, max_positions: Optional[int] = None,
+                  classification_head: Optional[str] = None,
+                  num_classes: Optional[int] = None, span_head: bool = False,
+                  student_dict_file: Optional[str] = None) -> dict:
+    """Read the teacher of ``--kd-teacher PATH`` and check it against the
+    student without building it: one masked-LM model (not a super-net, not an
+    ELECTRA discriminator) over ``dictionary``, taking at least
+    ``max_positions`` tokens, holding ``classification_head`` with
+    ``num_classes`` outputs / a SQuAD span head when asked. Raises
+    MagicConfigError naming the value; returns ``{"path", "state",
+    "model_cfg", "max_positions", "heads", "span_head"}``. The CLIs call it
+    before any training (magic-glue checks every task's teacher first)."""
     from .evaluation import read_checkpoint
     from .models.magic_supernet import checkpoint_layout
 
     path = resolve_teacher_path(path)
     state = read_checkpoint(path)
-    cfg = state.get("cfg")
-    model_cfg = copy.deepcopy(_cfg_get(cfg, "model"))
+    model_cfg = copy.deepcopy(_cfg_get(state.get("cfg"), "model"))
     if model_cfg is None:
         raise MagicConfigError(f"--kd-teacher {path!r} stores no model config: expected a "
                                "checkpoint written by fairseq-train or magic-export")
@@ -213,18 +214,12 @@ def load_teacher(path: str, task, classification_head: Optional[str] = None,
             f"--kd-teacher {path!r} is a magic_supernet ({len(layers)} layers, several "
             "operators each): a teacher is one model: cut a child out first with "
             "`magic-export CHECKPOINT --arch SPEC --out DIR` (and train it) and pass DIR")
-    dictionary = task.source_dictionary
-    check_teacher_dictionary(path, state, dictionary, student_dictionary_file(task))
-    want = task.max_positions() if hasattr(task, "max_positions") else None
-    want = want[0] if isinstance(want, tuple) else want
+    check_teacher_dictionary(path, state, dictionary, student_dict_file)
     have = _teacher_max_positions(state, model_cfg, dictionary.pad())
-    if want and have and have < want:
+    if max_positions and have and have < max_positions:
         raise MagicConfigError(
             f"--kd-teacher {path!r} takes at most {have} tokens, the student's inputs up to "
-            f"{want}: expected a teacher with at least the student's max positions")
-    if _is_magic(model_cfg) and have:
-        # explicit: its cfg may hold 0 (= the training task's --tokens-per-sample)
-        _set(model_cfg, "max_positions", have)
+            f"{max_positions}: expected a teacher with at least the student's max positions")
     heads = _heads(weights)
     if classification_head is not None:
         if classification_head not in heads:
@@ -243,18 +238,35 @@ def load_teacher(path: str, task, classification_head: Optional[str] = None,
         raise MagicConfigError(
             f"--kd-teacher {path!r} has no SQuAD span head: expected a checkpoint fine-tuned "
             "by magic-squad (OUT/vVERSION/checkpoints/checkpoint_best.pt)")
+    return {"path": path, "state": state, "model_cfg": model_cfg, "max_positions": have,
+            "heads": heads, "span_head": has_span}
 
+
+def load_teacher(path: str, task, classification_head: Optional[str] = None,
+                 num_classes: Optional[int] = None, span_head: bool = False):
+    """Load, check (``check_teacher``) and freeze the teacher of ``--kd-teacher
+    PATH`` for a student trained under ``task``; returns a ``FrozenTeacher``."""
+    from fairseq import models
+
+    want = task.max_positions() if hasattr(task, "max_positions") else None
+    want = want[0] if isinstance(want, tuple) else want
+    info = check_teacher(path, task.source_dictionary, want, classification_head,
+                         num_classes, span_head, student_dictionary_file(task))
+    model_cfg, weights = info["model_cfg"], info["state"]["model"]
+    if _is_magic(model_cfg) and info["max_positions"]:
+        # explicit: its cfg may hold 0 (= the training task's --tokens-per-sample)
+        _set(model_cfg, "max_positions", info["max_positions"])
     # Building draws random initial weights: keep the caller's RNG as it was.
     with torch.random.fork_rng(devices=[]):
         model = models.build_model(model_cfg, task, from_checkpoint=True)
-    for head, (classes, inner) in heads.items():
+    for head, (classes, inner) in info["heads"].items():
         model.register_classification_head(head, num_classes=classes, inner_dim=inner)
-    if has_span:
+    if info["span_head"]:
         from .tasks.squad_task import SquadSpanHead
 
         model.span_head = SquadSpanHead(weights["span_head.out_proj.weight"].shape[1])
     model.load_state_dict(weights, strict=True, model_cfg=model_cfg)
-    return FrozenTeacher(model, path)
+    return FrozenTeacher(model, info["path"])
 
 
 class FrozenTeacher:

@@ -22,6 +22,14 @@ then predict the dev set(s) with that checkpoint and score them with the
 official metrics. Every recipe value is a flag; the same flags can be given
 through the environment variable GLUE_ARGS (split on spaces, flags on the
 command line win).
+
+Fine-tuning distillation (paper section 5.4): ``--kd-teacher TEACHER_OUT``
+trains with ``--criterion sentence_prediction_kd`` against the teacher that
+magic-glue fine-tuned on the same task into TEACHER_OUT/TASK/ (for one task a
+checkpoint file also works): loss = (1 - --kd-alpha) x the task's loss +
+alpha x T^2 x KL to the teacher's logits (regression: squared distance to
+its output), into OUT/TASK-kd, keyed TASK/kd. Every task's teacher is
+checked (file, dictionary, head, positions) before the first task trains.
 """
 
 import argparse
@@ -83,6 +91,17 @@ def get_parser():
     g.add_argument("--cpu", action="store_true", help="train on the CPU even with a GPU")
     g.add_argument("--train-extra", default="",
                    help="more fairseq-train flags, appended verbatim (shell-split)")
+    k = p.add_argument_group(
+        "fine-tuning distillation (paper section 5.4; --criterion sentence_prediction_kd)")
+    k.add_argument("--kd-teacher", metavar="DIR_OR_CKPT",
+                   help="distill from a teacher fine-tuned on the same task: a magic-glue "
+                        "OUT folder of the teacher (its OUT/TASK/checkpoints/"
+                        "checkpoint_best.pt is each task's teacher) or, for one task, a "
+                        "checkpoint; results go to OUT/TASK-kd, keyed TASK/kd")
+    k.add_argument("--kd-alpha", type=float, default=0.5,
+                   help="weight of the teacher's term in [0, 1] (%(default)s)")
+    k.add_argument("--kd-temperature", type=float, default=1.0,
+                   help="softmax temperature > 0, the KL term scaled by T^2 (%(default)s)")
     return p
 
 
@@ -130,6 +149,52 @@ def model_flags(model_cfg: dict, max_positions: int):
     if model_cfg.get("activation_dropout") is not None:
         flags += ["--activation-dropout", str(model_cfg["activation_dropout"])]
     return flags
+
+
+def kd_teacher_for(args, name):
+    """The teacher checkpoint of task ``name`` under ``--kd-teacher``, or None."""
+    if not args.kd_teacher:
+        return None
+    src = args.kd_teacher
+    if os.path.isdir(src):
+        per_task = os.path.join(src, name, "checkpoints", "checkpoint_best.pt")
+        if os.path.isfile(per_task):
+            return per_task
+        for fname in ("checkpoint_best.pt", "model.pt"):
+            if os.path.isfile(os.path.join(src, fname)):
+                return os.path.join(src, fname)
+        raise MagicConfigError(
+            f"--kd-teacher {src!r}: no {per_task!r}: expected the teacher's magic-glue output "
+            f"folder with {name} fine-tuned (or a checkpoint)")
+    if not os.path.isfile(src):
+        raise MagicConfigError(f"--kd-teacher {src!r} does not exist: expected the teacher's "
+                               "magic-glue output folder or a fine-tuned checkpoint")
+    return src
+
+
+def check_kd(args, names, exp):
+    """Every task's teacher, checked before the first task trains: the file,
+    alpha and temperature, the export's dictionary, the classification head."""
+    if not args.kd_teacher:
+        return
+    from fairseq.data import Dictionary
+
+    from ..core.distill import check_kd_params
+    from ..teacher import check_teacher
+
+    check_kd_params(args.kd_alpha, args.kd_temperature)
+    if len(names) > 1 and os.path.isfile(args.kd_teacher):
+        raise MagicConfigError(
+            f"--kd-teacher {args.kd_teacher!r} is one checkpoint for {len(names)} tasks: "
+            "pass the teacher's magic-glue output folder (one fine-tuned teacher per task)")
+    dictionary = Dictionary.load(exp["dict"])
+    dictionary.add_symbol("<mask>")  # as sentence_prediction loads it
+    for name in names:
+        task = glue.get_task(name)
+        check_teacher(kd_teacher_for(args, name), dictionary,
+                      args.max_positions or int(exp["model"]["max_positions"]),
+                      classification_head=HEAD, num_classes=task.num_classes,
+                      student_dict_file=exp["dict"])
 
 
 # ---- data ----
@@ -257,6 +322,11 @@ def train_command(task, exp, bin_dir, save_dir, args, n_train, n_dev, restore):
     if restore:
         cmd += ["--restore-file", restore, "--reset-optimizer", "--reset-dataloader",
                 "--reset-meters", "--reset-lr-scheduler"]
+    teacher = kd_teacher_for(args, task.name)
+    if teacher:
+        cmd[cmd.index("--criterion") + 1] = "sentence_prediction_kd"
+        cmd += ["--kd-teacher", os.path.abspath(teacher), "--kd-alpha", str(args.kd_alpha),
+                "--kd-temperature", str(args.kd_temperature)]
     if args.cpu or not torch.cuda.is_available():
         cmd += ["--cpu"]
     cmd += shlex.split(args.train_extra)
@@ -321,6 +391,9 @@ def run_task(name, exp, args, out_dir, progress):
     task = glue.get_task(name)
     key = f"{name}/scratch" if args.from_scratch else name
     tdir = os.path.join(out_dir, name + ("-scratch" if args.from_scratch else ""))
+    kd = "-kd" if args.kd_teacher else ""
+    if kd:  # beside the plain run of the same export, in the same OUT
+        key, tdir = key + "/kd", tdir + kd
     result_path = os.path.join(tdir, "result.json")
     if os.path.isfile(result_path):
         print(f"{progress} {key}: done already ({result_path}), skipped", flush=True)
@@ -336,9 +409,9 @@ def run_task(name, exp, args, out_dir, progress):
     devs = [(f, subsample(d, args.max_dev_examples, args.seed + 1 + i))
             for i, (f, d) in enumerate(devs)]
     restore = None if args.from_scratch else exp["model_pt"]
-    mnli_ckpt = os.path.join(out_dir, "MNLI", "checkpoints", "checkpoint_best.pt")
+    mnli_ckpt = os.path.join(out_dir, "MNLI" + kd, "checkpoints", "checkpoint_best.pt")
     if (task.from_mnli and not args.from_scratch and not args.no_mnli_init
-            and os.path.isfile(os.path.join(out_dir, "MNLI", "result.json"))
+            and os.path.isfile(os.path.join(out_dir, "MNLI" + kd, "result.json"))
             and os.path.isfile(mnli_ckpt)):
         restore = mnli_ckpt  # the head (3 classes) is dropped on load: a fresh one
     shutil.rmtree(tdir, ignore_errors=True)  # an unfinished earlier try
@@ -393,6 +466,9 @@ def _run_task(task, key, tdir, train, devs, restore, exp, args, progress):
               "arch": exp["model"]["magic_arch"], "unk_rate": unk,
               "seconds": round(time.time() - t0, 1),
               "load_avg_1min": [round(load0, 2), round(load1, 2)], "command": cmd}
+    if args.kd_teacher:
+        result["kd"] = {"teacher": os.path.abspath(kd_teacher_for(args, name)),
+                        "alpha": args.kd_alpha, "temperature": args.kd_temperature}
     _atomic_json(result_path, result)
     main_split = next(iter(scores))
     print(f"{progress} {key}: " + ", ".join(f"{k} {v:.2f}" for k, v in scores[main_split].items()
@@ -463,6 +539,7 @@ def main(argv=None):
             if not os.path.isfile(path):
                 raise MagicConfigError(f"{name}: no file {path!r}")
             glue.check_header(task, path)
+    check_kd(args, names, exp)
     os.makedirs(args.out, exist_ok=True)
     new = {}
     for i, name in enumerate(names, 1):
