@@ -21,6 +21,7 @@ setup(
             "magic-interference = fairseq_magic.cli.interference:cli_main",
             "magic-squad-eval = fairseq_magic.cli.squad_eval:cli_main",
             "magic-glue = fairseq_magic.cli.glue:cli_main",
+            "magic-pipeline = fairseq_magic.cli.pipeline:cli_main",
             "magic-squad = fairseq_magic.cli.squad:cli_main",
         ]
     },
