@@ -421,3 +421,30 @@ def test_squad_span_distillation(data_bin, teachers, tmp_path):
     assert float(loss) == pytest.approx(0.6 * hard + 0.4 * soft, rel=1e-5)
     crit0 = SquadSpanKDCriterion(SquadSpanKDConfig(kd_teacher=path, kd_alpha=0.0), task)
     assert torch.equal(crit0(student, sample)[0], SquadSpanCriterion(task)(student, sample)[0])
+
+
+# ---------------------------------------------------------------- benchmark
+
+def test_kd_overhead_benchmark_runs_and_records_its_bound(data_bin, tmp_path):
+    """benchmarks/kd_overhead.py at toy sizes: the record holds the ratio and
+    the target 1 + teacher forward / (3 x student forward) + 0.1 from the cost
+    model (the timing itself is not judged here)."""
+    from benchmarks import kd_overhead
+    from fairseq_magic.core.cost import child_cost
+
+    out = tmp_path / "k.json"
+    rc = kd_overhead.main(["--data", data_bin, "--teacher-arch", "conv3,ffn,conv5",
+                           "--teacher-hidden", "32", "--student-arch", "conv3",
+                           "--student-hidden", "32", "--batch-size", "4", "--batches", "2",
+                           "--rounds", "2", "--updates-per-round", "1", "--warmup", "1",
+                           "--json-out", str(out), "--results-md", str(tmp_path / "k.md")])
+    res = json.loads(out.read_text())["kd_overhead"]
+    assert rc == 0 and res["same_initial_student"] and res["updates_timed_per_model"] == 2
+    vocab = res["vocab"]
+    t = child_cost(["conv3", "ffn", "conv5"], 32, vocab, 34, seq_len=32)["flops"]
+    s = child_cost(["conv3"], 32, vocab, 34, seq_len=32)["flops"]
+    assert res["target"] == pytest.approx(1 + t / (3 * s) + 0.1, abs=1e-4)
+    assert res["kd_over_plain"] == pytest.approx(
+        res["median_update_ms"]["kd"] / res["median_update_ms"]["plain"])
+    assert res["teacher"]["params"] == child_cost(["conv3", "ffn", "conv5"], 32, vocab, 34)["params"]
+    assert "kd_overhead:begin" in (tmp_path / "k.md").read_text()
