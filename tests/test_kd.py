@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from conftest import (build_in_process, cli_in_process, fairseq_optimizer, masked_batch,
                       train_args, train_in_process, train_update, training_cfg)
-from test_glue import SPEC, child_export, write, write_sst2  # noqa: F401  (child_export: a fixture)
+from test_glue import child_export, write, write_sst2  # noqa: F401  (child_export: a fixture)
 from fairseq_magic.core.distill import (check_kd_params, distill_kl, kd_loss,
                                         regression_kd_loss)
 from fairseq_magic.core.space import MagicConfigError
@@ -446,5 +446,6 @@ def test_kd_overhead_benchmark_runs_and_records_its_bound(data_bin, tmp_path):
     assert res["target"] == pytest.approx(1 + t / (3 * s) + 0.1, abs=1e-4)
     assert res["kd_over_plain"] == pytest.approx(
         res["median_update_ms"]["kd"] / res["median_update_ms"]["plain"])
-    assert res["teacher"]["params"] == child_cost(["conv3", "ffn", "conv5"], 32, vocab, 34)["params"]
+    assert res["teacher"]["params"] == \
+        child_cost(["conv3", "ffn", "conv5"], 32, vocab, 34)["params"]
     assert "kd_overhead:begin" in (tmp_path / "k.md").read_text()

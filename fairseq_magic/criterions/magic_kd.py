@@ -81,6 +81,12 @@ def _check(cfg, criterion: str) -> None:
                                "teacher to distill from)")
 
 
+def _student_param(model):
+    """A student parameter: the teacher follows its device, and its dtype when the
+    student's weights are half precision (not merely its autocast outputs)."""
+    return next(model.parameters())
+
+
 def _log_bits(logging_outputs, key, denominator_key="sample_size"):
     total = sum(log.get(key, 0) for log in logging_outputs)
     n = sum(log.get(denominator_key, 0) for log in logging_outputs)
@@ -127,7 +133,8 @@ class MagicKDLoss(MagicAlignmentLoss):
         logits, extra = model(**net_input, masked_tokens=sel, return_all_hiddens=align_on)
         targets = (target[sel] if sel is not None else target).view(-1)
         logits = logits.view(-1, logits.size(-1))
-        teacher_logits, _ = self.teacher(**net_input, masked_tokens=sel, like=logits)
+        teacher_logits, _ = self.teacher(**net_input, masked_tokens=sel,
+                                         like=_student_param(model))
         teacher_logits = teacher_logits.view(-1, teacher_logits.size(-1))
         parts = kd_loss(logits, teacher_logits, targets, self.alpha, self.temperature,
                         ignore_index=pad, reduction="sum")
@@ -197,7 +204,8 @@ class SentencePredictionKDCriterion(SentencePredictionCriterion):
         targets = model.get_targets(sample, [logits]).view(-1)
         sample_size = targets.numel()
         t_logits, _ = self.teacher(**net_input, features_only=True,
-                                   classification_head_name=head, like=logits)
+                                   classification_head_name=head,
+                                   like=_student_param(model))
         if not self.regression_target:
             parts = kd_loss(logits, t_logits, targets, self.alpha, self.temperature,
                             reduction="sum")
@@ -274,7 +282,8 @@ class SquadSpanKDCriterion(SquadSpanCriterion):
 
         src = sample["net_input"]["src_tokens"]
         logits = span_logits(model, src).float()  # B x T x 2
-        t_logits = self.teacher.apply(span_logits, src, like=logits).float()
+        t_logits = self.teacher.apply(span_logits, src,
+                                      like=_student_param(model)).float()
         mask = answer_mask(sample["context_start"], sample["context_end"], src.size(1))
         gold = (sample["start_positions"], sample["end_positions"])
         parts = [kd_loss(logits[..., i], t_logits[..., i], gold[i], self.alpha,
