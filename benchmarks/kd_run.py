@@ -44,7 +44,11 @@ of benchmarks/RESULTS.md. Usage::
     python benchmarks/kd_run.py --smoke --out /tmp/kd-smoke   # minutes: plumbing only
 
 ``--smoke`` trains a few updates on a few examples and writes its records under
---out (never the results files), for checking the script.
+--out (never the results files), for checking the script. On two cores the
+units can run as two processes (each summarises every unit finished so far)::
+
+    python benchmarks/kd_run.py --units teacher_pretrain,student_kd_pretrain,teacher_finetune,student_kd_finetune &
+    python benchmarks/kd_run.py --units student_plain_pretrain,student_plain_finetune
 """
 
 import argparse
@@ -438,6 +442,9 @@ def main(argv=None) -> int:
         print(f"[kd_run] {unit}: " + json.dumps({k: record[k] for k in record
                                                  if k in ("pretrain", "finetune", "seconds")}),
               flush=True)
+    # another process may have run other units meanwhile (--units split over two
+    # processes, one core each): summarise every finished unit in the log
+    done = {**done, **read_units(args.units_log, key)}
     res = summary(args, done, stamp)
     write_json(args.json_out, res)
     write_markdown(args.results_md, markdown(res), MD_BEGIN, MD_END)
