@@ -250,7 +250,9 @@ def plot(parsed, path, baseline=None, title=None):
     b.grid(alpha=0.3)
     if anchor:
         xs = [e["update"] for e in anchor]
-        c.step(xs, [e["replacements"] for e in anchor], where="post", color="tab:red")
+        ys = [e["replacements"] for e in anchor]
+        last = max([r["update"] for r in inner] + xs)
+        c.step(xs + [last], ys + ys[-1:], where="post", color="tab:red")
         c.plot(xs, [e["replacements"] for e in anchor], "|", color="tab:red", ms=10,
                label="evaluation")
         c.plot([e["update"] for e in anchor if e["replaced"]],

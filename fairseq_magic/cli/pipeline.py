@@ -869,6 +869,11 @@ def cli_main():
     except RuntimeError as e:
         print(f"magic-pipeline: error: {e}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        # the stage's marker still says "running": the next run resumes it
+        print("magic-pipeline: interrupted; run the same command again to resume",
+              file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":
