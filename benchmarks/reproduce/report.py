@@ -106,7 +106,8 @@ def build_predictors(sn_rows, children):
     for r in sn_rows:
         if r["kind"] == "similarity":
             continue
-        group = r["method"] if r["kind"] == "table1" else f"magic_t_k{r['k']}"
+        group = {"table1": r["method"], "ksweep": f"magic_t_k{r['k']}",
+                 "ablation_nowarm": f"{r['method']}_nowarm"}[r["kind"]]
         add(r["name"], r["scores"], group)
         if r.get("finetune"):
             add(f"{r['name']}-ft{r['finetune']['steps']}", r["finetune"]["scores"],
@@ -325,6 +326,13 @@ def build(children, gt_rows, sn_rows, data, host, command):
             rep["finetune"][m] = {"before": taus(base), "after": taus(ft),
                                   "steps": next(r["finetune"]["steps"] for r in sn_rows if r.get("finetune")),
                                   "lr": next(r["finetune"]["lr"] for r in sn_rows if r.get("finetune"))}
+    for m in ("magic_a", "magic_at"):
+        names = groups.get(f"{m}_nowarm", [])
+        if names:
+            rows = {r["name"]: r for r in sn_rows}
+            rep.setdefault("nowarm", {})[m] = {
+                "tau": taus(names),
+                "mean_score": [float(np.mean(list(rows[n]["scores"].values()))) for n in names]}
     for r in sn_rows:
         if r["kind"] == "similarity":
             rep["similarity_by_method"][r["method"]] = r["similarity_by_m"]
@@ -387,6 +395,15 @@ def markdown(rep, rank_json_path):
             "| predictor | tau-b |", "|---|---|"]
     for n, v in rep["trivial_tau"].items():
         out.append(f"| {n} | {fmt(v)} |")
+    if rep.get("nowarm"):
+        out += ["", "Ablation: alignment from the first anchor (update 100) instead of after the "
+                "3-epoch warm start (`--magic-align-warmup-epochs 0`; same budget otherwise):", "",
+                "| method | tau per seed | mean super-net score (bits) | with warm start |",
+                "|---|---|---|---|"]
+        for m, v in rep["nowarm"].items():
+            out.append(f"| {METHOD_LABEL[m]} | {', '.join(f'{x:.3f}' for x in v['tau'])} | "
+                       f"{', '.join(f'{x:.3f}' for x in v['mean_score'])} | "
+                       f"{', '.join(f'{x:.3f}' for x in rep['kendall_tau'].get(m) or []) or '-'} |")
     if rep["magic_t_k"]:
         out += ["", "### Figure 3a: MAGIC-T's tau for k in {1, N/4, N/2, N} (N = 12)", "",
                 "| k | tau per seed | mean |", "|---|---|---|"]
