@@ -216,7 +216,7 @@ def test_bad_values_fail_before_any_work(corpus, tmp_path, change, message):
 
 
 def test_shipped_config_is_valid_and_documented():
-    path = os.path.join(REPO, "configs", "pipeline_tiny.yaml")
+    path = os.path.join(REPO, "configs", "pipeline", "tiny.yaml")
     cfg = pipeline.load_config(path, paths=False)
     raw = pipeline.read_config_file(path)
     # every key of the schema appears in the shipped file (it documents them)

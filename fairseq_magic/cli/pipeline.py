@@ -14,7 +14,7 @@ Runs five stages, each one command of this plugin or fairseq, in order:
             (skipped when glue.tasks is empty)
 
 CONFIG is YAML (or JSON, by its .json suffix); every key, its default and its
-meaning are listed below and in configs/pipeline_tiny.yaml. Relative paths are
+meaning are listed below and in configs/pipeline/tiny.yaml. Relative paths are
 relative to the current directory. The whole config is checked before anything
 runs: an unknown key, a value of the wrong type or range, a data path without
 its files or a GLUE folder without the task's files fail with one message
