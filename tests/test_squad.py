@@ -466,3 +466,112 @@ def test_bad_input_fails_before_training(child_export, trained_supernet, tmp_pat
     assert "--n-best 0 and --max-answer-length 30: expected >= 1" in err
     err = run("3", export, data, out)
     assert "SQuAD version '3'" in err
+
+
+def first_update(log, key):
+    """``key``'s value on the first train_inner line of a fairseq-train log."""
+    line = next(ln for ln in log.splitlines() if " | train_inner | " in ln)
+    return float(line.split(f" {key}=")[1].split(",")[0])
+
+
+def test_squad_fine_tuning_distillation(finetuned, tmp_path):
+    """magic-squad --kd-teacher OUT: the plain run of this file is the teacher;
+    the distilled run (squad_span_kd) goes to OUT/v2.0-kd beside it, the plain
+    run untouched. Bad distillation input fails before anything is written."""
+    import torch
+
+    export, data, out, _ = finetuned
+    plain = out / "v2.0"
+    teacher = plain / "checkpoints" / "checkpoint_last.pt"  # the checkpoint magic-squad scores
+    plain_result = (plain / "result.json").read_bytes()
+    plain_entry = json.loads((out / "results.json").read_text())["v2.0"]
+    plain_mtime = os.path.getmtime(teacher)
+    kd_dir = out / "v2.0-kd"
+
+    def squad_cli(*argv):
+        return cli_in_process("fairseq_magic.cli.squad", "magic-squad", "2.0", export, data,
+                              out, *FINETUNE, *argv)
+
+    def error(*argv):
+        res = squad_cli(*argv)
+        assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+        assert not kd_dir.exists()
+        err = res.stderr.strip().splitlines()[-1]
+        assert err.startswith("magic-squad: error: ")
+        return err
+
+    missing = tmp_path / "no-teacher"
+    assert f"--kd-teacher {str(missing)!r} does not exist" in error("--kd-teacher", missing)
+    (tmp_path / "empty").mkdir()  # a folder without a v2.0 run
+    err = error("--kd-teacher", tmp_path / "empty")
+    assert f"no {str(tmp_path / 'empty' / 'v2.0' / 'checkpoints' / 'checkpoint_last.pt')!r}" \
+        in err and "magic-squad output folder with v2.0 fine-tuned" in err
+    assert "--kd-alpha 1.5: expected a value in [0, 1]" in error(
+        "--kd-teacher", out, "--kd-alpha", "1.5")
+    assert "--kd-temperature 0.0: expected a finite value > 0" in error(
+        "--kd-teacher", out, "--kd-temperature", "0")
+    # an unfinished teacher run: its checkpoint_last.pt may be of any epoch
+    unfinished = tmp_path / "unfinished" / "v2.0" / "checkpoints"
+    unfinished.mkdir(parents=True)
+    shutil.copy(teacher, unfinished / "checkpoint_last.pt")
+    assert "the teacher's v2.0 run has no result.json yet" in error(
+        "--kd-teacher", tmp_path / "unfinished")
+    # the export itself: the right dictionary, no span head
+    err = error("--kd-teacher", export / "model.pt")
+    assert str(export / "model.pt") in err and "has no SQuAD span head" in err
+    # the teacher beside a dict.txt with one symbol renamed: another dictionary
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    shutil.copy(teacher, renamed / "checkpoint_last.pt")
+    lines = (export / "dict.txt").read_text().splitlines()
+    lines[5] = "renamed 1"
+    (renamed / "dict.txt").write_text("\n".join(lines) + "\n")
+    err = error("--kd-teacher", renamed)  # a checkpoints folder: its checkpoint_last.pt
+    assert f"--kd-teacher {str(renamed / 'checkpoint_last.pt')!r}" in err \
+        and "at symbol 9: 'renamed' (teacher)" in err
+
+    res = squad_cli("--kd-teacher", out, "--kd-alpha", "0.4", "--kd-temperature", "2")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "[v2.0-kd] " in res.stdout
+    result = json.loads((kd_dir / "result.json").read_text())
+    assert result["kd"] == {"teacher": str(teacher), "alpha": 0.4, "temperature": 2.0}
+    cmd = result["command"]
+    assert cmd[cmd.index("--criterion") + 1] == "squad_span_kd"
+    assert cmd[cmd.index("--kd-teacher") + 1] == str(teacher)
+    assert cmd[cmd.index("--kd-alpha") + 1] == "0.4"
+    assert cmd[cmd.index("--kd-temperature") + 1] == "2.0"
+    plain_run = json.loads(plain_result)
+    assert (result["train_windows"], result["updates"]) == \
+        (plain_run["train_windows"], plain_run["updates"])
+    log = (kd_dir / "train.log").read_text()
+    assert f"KD teacher {teacher}" in log and f"num_updates {result['updates']}" in log
+    # the first update's gold-label loss is the plain run's first loss: the same
+    # start, data order and dropout (the frozen teacher draws no random numbers)
+    plain_log = (plain / "train.log").read_text()
+    assert first_update(log, "span_loss") == first_update(plain_log, "loss")
+    # loss = 0.6 x gold + 0.4 x distillation (the teacher, fine-tuned from the same
+    # export for a few updates, is close to the student: kd_loss is small)
+    span, kd = first_update(log, "span_loss"), first_update(log, "kd_loss")
+    assert math.isfinite(kd) and kd >= 0
+    assert first_update(log, "loss") == pytest.approx(0.6 * span + 0.4 * kd, abs=2e-3)
+    # the teacher is the fine-tuned checkpoint: on the same first batch its own
+    # loss (eval mode) is below the student's, which starts from the export
+    assert first_update(log, "teacher_loss") < span
+    assert "teacher_accuracy=" in log
+    state = torch.load(kd_dir / "checkpoints" / "checkpoint_last.pt", weights_only=False)
+    assert state["cfg"]["criterion"]["kd_teacher"] == str(teacher)
+    assert state["criterion"] is None and not any(k.startswith("teacher") for k in state["model"])
+    assert json.loads((kd_dir / "scores.json").read_text()) == result["scores"]
+
+    # the plain run untouched, both rows in the results
+    assert (plain / "result.json").read_bytes() == plain_result
+    assert os.path.getmtime(teacher) == plain_mtime
+    results = json.loads((out / "results.json").read_text())
+    assert results["v2.0"] == plain_entry and results["v2.0-kd"]["kd"] == result["kd"]
+    table = (out / "results.md").read_text()
+    ps, ks = plain_entry["scores"], result["scores"]
+    assert f"| this child | - | - | {ps['exact']:.1f} | {ps['f1']:.1f} |" in table
+    assert f"| this child (kd) | - | - | {ks['exact']:.1f} | {ks['f1']:.1f} |" in table
+    # a rerun skips it
+    again = squad_cli("--kd-teacher", out, "--kd-alpha", "0.4", "--kd-temperature", "2")
+    assert again.returncode == 0 and "[v2.0-kd] done already" in again.stdout

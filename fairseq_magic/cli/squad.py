@@ -36,6 +36,17 @@ predictions.json, best_* the best threshold on this dev set.
 
 Every recipe value is a flag; the same flags can be given through the
 environment variable SQUAD_ARGS (split on spaces, flags on the command line win).
+
+Fine-tuning distillation (paper section 5.4): ``--kd-teacher TEACHER_OUT``
+trains with ``--criterion squad_span_kd`` against the teacher that magic-squad
+fine-tuned on the same version into TEACHER_OUT/vVERSION/ (its
+checkpoints/checkpoint_last.pt, the checkpoint its result.json scores; a
+checkpoint file also works): each of the start and end losses is (1 -
+--kd-alpha) x the cross-entropy on the gold position + alpha x T^2 x KL to the
+teacher's distribution, both over the positions an answer may use. The run goes
+to OUT/vVERSION-kd, keyed vVERSION-kd, beside the plain run of the same export
+(TEACHER_OUT may be OUT itself). The teacher (file, dictionary, span head,
+positions), alpha and temperature are checked before anything is written.
 """
 
 import argparse
@@ -108,6 +119,18 @@ def get_parser():
     w.add_argument("--null-score-threshold", type=float, default=R["null_score_threshold"],
                    help="v2.0: answer \"\" when null score - best span score exceeds "
                         "this (%(default)s)")
+    k = p.add_argument_group(
+        "fine-tuning distillation (paper section 5.4; --criterion squad_span_kd)")
+    k.add_argument("--kd-teacher", metavar="DIR_OR_CKPT",
+                   help="distill from a teacher fine-tuned on the same SQuAD version: the "
+                        "teacher's magic-squad OUT folder (its OUT/vVERSION/checkpoints/"
+                        "checkpoint_last.pt, the checkpoint its result.json scores, is the "
+                        "teacher) or a checkpoint with a span head; results go to "
+                        "OUT/vVERSION-kd, keyed vVERSION-kd")
+    k.add_argument("--kd-alpha", type=float, default=0.5,
+                   help="weight of the teacher's term in [0, 1] (%(default)s)")
+    k.add_argument("--kd-temperature", type=float, default=1.0,
+                   help="softmax temperature > 0, the KL term scaled by T^2 (%(default)s)")
     return p
 
 
@@ -125,6 +148,60 @@ def window_config(args, max_positions: int) -> squad.WindowConfig:
         max_query_length=args.max_query_length or min(R["max_query_length"],
                                                       max(1, max_length // 4)))
     return cfg.check(max_positions)
+
+
+def run_name(version, args) -> str:
+    """The run's folder under OUT and its key in results.json: vVERSION, or
+    vVERSION-kd beside it when distilling (the plain run is never overwritten)."""
+    return f"v{version}" + ("-kd" if args.kd_teacher else "")
+
+
+# ---- distillation checks (before any work) ----
+
+def kd_teacher_for(args, version):
+    """The teacher checkpoint under ``--kd-teacher``, or None."""
+    if not args.kd_teacher:
+        return None
+    src = args.kd_teacher
+    if os.path.isdir(src):
+        run = os.path.join(src, f"v{version}")
+        # checkpoint_last.pt: magic-squad predicts (and scores) with it; its
+        # checkpoint_best.pt is only the lowest dev loss
+        ckpt = os.path.join(run, "checkpoints", "checkpoint_last.pt")
+        if os.path.isfile(ckpt):
+            if not os.path.isfile(os.path.join(run, "result.json")):
+                raise MagicConfigError(
+                    f"--kd-teacher {src!r}: the teacher's v{version} run has no result.json "
+                    f"yet ({run!r} is unfinished or failed): expected a finished magic-squad run")
+            return ckpt
+        for fname in ("checkpoint_last.pt", "checkpoint_best.pt"):  # a checkpoints folder
+            if os.path.isfile(os.path.join(src, fname)):
+                return os.path.join(src, fname)
+        raise MagicConfigError(
+            f"--kd-teacher {src!r}: no {ckpt!r}: expected the teacher's magic-squad output "
+            f"folder with v{version} fine-tuned (or a checkpoint)")
+    if not os.path.isfile(src):
+        raise MagicConfigError(f"--kd-teacher {src!r} does not exist: expected the teacher's "
+                               "magic-squad output folder or a fine-tuned checkpoint")
+    return src
+
+
+def check_kd(args, version, exp):
+    """The teacher, alpha and temperature, checked before anything is written:
+    the file, the export's dictionary (symbol for symbol), the span head, the
+    positions. The criterion checks them again when fairseq-train builds it."""
+    if not args.kd_teacher:
+        return
+    from fairseq.data import Dictionary
+
+    from ..core.distill import check_kd_params
+    from ..teacher import check_teacher
+
+    check_kd_params(args.kd_alpha, args.kd_temperature)
+    dictionary = Dictionary.load(exp["dict"])
+    dictionary.add_symbol("<mask>")  # as the magic_squad task loads it
+    check_teacher(kd_teacher_for(args, version), dictionary, int(exp["model"]["max_positions"]),
+                  span_head=True, student_dict_file=exp["dict"])
 
 
 # ---- data ----
@@ -158,7 +235,7 @@ def binarize(text_dir, bin_dir, dict_txt):
 
 # ---- training and prediction ----
 
-def train_command(exp, bin_dir, save_dir, args, n_windows):
+def train_command(exp, bin_dir, save_dir, args, n_windows, version):
     import torch
 
     total, warmup = squad.schedule(n_windows, args.batch_size, args.epochs, args.warmup_frac)
@@ -182,6 +259,11 @@ def train_command(exp, bin_dir, save_dir, args, n_windows):
            "--log-interval", str(args.log_interval),
            "--restore-file", exp["model_pt"], "--reset-optimizer", "--reset-dataloader",
            "--reset-meters", "--reset-lr-scheduler"]
+    teacher = kd_teacher_for(args, version)
+    if teacher:
+        cmd[cmd.index("--criterion") + 1] = "squad_span_kd"
+        cmd += ["--kd-teacher", os.path.abspath(teacher), "--kd-alpha", str(args.kd_alpha),
+                "--kd-temperature", str(args.kd_temperature)]
     if args.cpu or not torch.cuda.is_available():
         cmd += ["--cpu"]
     cmd += shlex.split(args.train_extra)
@@ -222,10 +304,11 @@ def predict_logits(ckpt, bin_dir, batch_size=64):
 
 
 def run_version(version, exp, args, out_dir, train_path, dev_path):
-    vdir = os.path.abspath(os.path.join(out_dir, f"v{version}"))  # result.json names files
+    # absolute: result.json names files
+    vdir = os.path.abspath(os.path.join(out_dir, run_name(version, args)))
     result_path = os.path.join(vdir, "result.json")
     if os.path.isfile(result_path):
-        print(f"[v{version}] done already ({result_path}), skipped", flush=True)
+        print(f"[{run_name(version, args)}] done already ({result_path}), skipped", flush=True)
         with open(result_path) as f:
             return json.load(f)
     max_pos = int(exp["model"]["max_positions"])
@@ -248,7 +331,7 @@ def run_version(version, exp, args, out_dir, train_path, dev_path):
 def _run_version(version, vdir, train, dev, dev_obj, dev_path, wcfg, exp, args):
     import sentencepiece as spm
 
-    tag = f"[v{version}]"
+    tag = f"[{run_name(version, args)}]"
     t0 = time.time()
     tokenize = squad.spm_tokenizer(spm.SentencePieceProcessor(model_file=exp["spm"]))
     train_enc = squad.encode_all(train, tokenize, wcfg)
@@ -273,7 +356,7 @@ def _run_version(version, vdir, train, dev, dev_obj, dev_path, wcfg, exp, args):
     else:
         data_file = os.path.abspath(dev_path)
     cmd, total, warmup = train_command(exp, bin_dir, os.path.join(vdir, "checkpoints"), args,
-                                       n_train)
+                                       n_train, version)
     answered = sum(1 for e in train_enc for w in e.windows if w.start != squad.CLS)
     print(f"{tag} {len(train_enc)} train questions ({len(lost)} skipped: answer not found "
           f"in the context) -> {n_train} windows ({answered} holding the answer); "
@@ -313,6 +396,9 @@ def _run_version(version, vdir, train, dev, dev_obj, dev_path, wcfg, exp, args):
               "from": exp["model_pt"], "arch": exp["model"]["magic_arch"], "unk_rate": unk,
               "seconds": round(time.time() - t0, 1),
               "load_avg_1min": [round(load0, 2), round(load1, 2)], "command": cmd}
+    if args.kd_teacher:
+        result["kd"] = {"teacher": os.path.abspath(kd_teacher_for(args, version)),
+                        "alpha": args.kd_alpha, "temperature": args.kd_temperature}
     _atomic_json(os.path.join(vdir, "result.json"), result)
     print(f"{tag} " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                                 for k, v in scores.items()), flush=True)
@@ -330,19 +416,23 @@ def results_table(results) -> str:
         return "- | -" if pair is None else f"{pair[0]:.1f} | {pair[1]:.1f}"
 
     lines = ["| model | v1.1 EM | v1.1 F1 | v2.0 EM | v2.0 F1 |", "|---|---|---|---|---|"]
-    ours = {}
+    ours = {}  # variant ("" or "kd") -> version -> (EM, F1)
     for r in results.values():
-        ours[r["version"]] = (r["scores"]["exact"], r["scores"]["f1"])
-    lines.append(f"| this child | {cell(ours.get('1.1'))} | {cell(ours.get('2.0'))} |")
+        variant = "kd" if r.get("kd") else ""
+        ours.setdefault(variant, {})[r["version"]] = (r["scores"]["exact"], r["scores"]["f1"])
+    for variant in sorted(ours):
+        label = "this child" + (f" ({variant})" if variant else "")
+        row = ours[variant]
+        lines.append(f"| {label} | {cell(row.get('1.1'))} | {cell(row.get('2.0'))} |")
     for model, row in squad.PAPER_TABLE4_DEV.items():
         lines.append(f"| {model} (paper, Table 4 dev) | {cell(row['1.1'])} | {cell(row['2.0'])} |")
     lines.append("")
     notes = ["EM and F1 (official definitions, percent) on the dev set"]
-    v2 = next((r for r in results.values() if r["version"] == "2.0"), None)
-    if v2 is not None:
+    for v2 in (r for r in results.values() if r["version"] == "2.0"):
         s = v2["scores"]
-        notes.append(f"v2.0 at null-score threshold {v2['null_score_threshold']}; the best "
-                     f"threshold on this dev set gives EM {s['best_exact']:.1f} "
+        which = " (kd)" if v2.get("kd") else ""
+        notes.append(f"v2.0{which} at null-score threshold {v2['null_score_threshold']}; the "
+                     f"best threshold on this dev set gives EM {s['best_exact']:.1f} "
                      f"(at {s['best_exact_thresh']:.3f}), F1 {s['best_f1']:.1f} "
                      f"(at {s['best_f1_thresh']:.3f})")
     lines.append("; ".join(notes) + ".")
@@ -378,9 +468,11 @@ def main(argv=None):
         if not os.path.isfile(path):
             raise MagicConfigError(f"SQuAD v{version}: no file {path!r} (SQUAD_DIR holds the "
                                    "official train-vX.json and dev-vX.json)")
+    check_kd(args, version, exp)
     os.makedirs(args.out, exist_ok=True)
     r = run_version(version, exp, args, args.out, *paths)
-    write_results(args.out, {f"v{version}": {k: v for k, v in r.items() if k != "command"}})
+    write_results(args.out, {run_name(version, args): {k: v for k, v in r.items()
+                                                       if k != "command"}})
     print(f"results: {os.path.join(args.out, 'results.md')}")
     return 0
 
