@@ -67,7 +67,7 @@ SIM_HIDDEN = 96                # table6 needs hidden/2 divisible by 6 and 8
 SIM_UPDATES = 1000
 SIM_METHODS = ["spos", "spos_avg", "magic_a"]
 SIM_M = [1, 2, 4]
-SIM_SENTENCES = 512
+SIM_SENTENCES = None           # magic-interference's default: 2,048 or the whole split (380 here)
 
 
 def units():
@@ -221,8 +221,8 @@ def interference(u, ckpt, data):
 
     out = os.path.join(SIM_DIR, u["name"])
     rc = itf.main([ckpt, "--out", out, "--data", data, "--m", *map(str, SIM_M),
-                   "--repeats", "10", "--sentences", str(SIM_SENTENCES), "--seed", "0",
-                   "--no-progress"])
+                   "--repeats", "10", "--seed", "0", "--no-progress",
+                   *([] if SIM_SENTENCES is None else ["--sentences", str(SIM_SENTENCES)])])
     if rc not in (0, None):
         raise RuntimeError(f"magic-interference on {u['name']} exited {rc}")
     with open(os.path.join(out, "interference.json")) as f:
