@@ -378,3 +378,34 @@ def test_shrunk_space_random_layer_avoids_the_single_operator_layer(odd_checkpoi
     assert {c["layer"] for c in res["cases"]} <= {2, 3}
     assert res["space"]["choices"][1] == ["ffn"]
     assert not (tmp_path / "s" / "similarity_vs_layer.png").exists()
+
+
+def test_default_batch_takes_every_usable_sentence(monkeypatch):
+    """Sentences longer than the model's positions are skipped by the batch
+    iterator: the default (--sentences unset) then takes every usable one, while
+    an explicit count that cannot be met still fails naming it."""
+    import torch
+
+    from fairseq_magic import evaluation
+    from fairseq_magic.cli import interference as itf
+    from fairseq_magic.core.space import MagicConfigError
+
+    class Task:
+        datasets = {"valid": list(range(380))}
+
+        def dataset(self, split):
+            return self.datasets[split]
+
+    def piece(n):
+        return {"net_input": {"src_tokens": torch.zeros(n, 4, dtype=torch.long)}}
+
+    # 214 usable of 380: pieces of 32 then a last one of 22
+    monkeypatch.setattr(evaluation, "fixed_batches",
+                        lambda task, split, max_batches, batch_size, device:
+                        [piece(32)] * 6 + [piece(22)])
+    out, used = itf.fixed_batch(Task(), "valid", None, 32, "cpu")
+    assert used == 214 and sum(p["net_input"]["src_tokens"].size(0) for p in out) == 214
+    out, used = itf.fixed_batch(Task(), "valid", 100, 32, "cpu")
+    assert used == 100
+    with pytest.raises(MagicConfigError, match="--sentences 300: only 214 usable"):
+        itf.fixed_batch(Task(), "valid", 300, 32, "cpu")
