@@ -109,7 +109,7 @@ def build_predictors(sn_rows, children):
         group = {"table1": r["method"], "ksweep": f"magic_t_k{r['k']}",
                  "ablation_nowarm": f"{r['method']}_nowarm"}[r["kind"]]
         add(r["name"], r["scores"], group)
-        if r.get("finetune"):
+        if r.get("finetune") and r["kind"] == "table1":
             add(f"{r['name']}-ft{r['finetune']['steps']}", r["finetune"]["scores"],
                 f"{r['method']}_ft")
     return preds, groups
@@ -358,8 +358,8 @@ def markdown(rep, rank_json_path):
            f"{rep['ground_truth_loss_range'][1]:.3f} bits; mean wall per unit "
            f"{rep['ground_truth_unit_wall_s']:.0f} s",
            f"- Super-nets: same recipe, {rep.get('supernet_updates', 2000)} updates each, equal for "
-           "every method; scored by weight-sharing validation loss (512 validation sentences, "
-           "fixed masks); full per-predictor metrics with intervals in "
+           "every method; scored by weight-sharing validation loss (every usable validation "
+           "sentence: 214 of up to 32 tokens, fixed masks); full per-predictor metrics with intervals in "
            f"`{rank_json_path}`",
            f"- Intervals: {rep['bootstrap']['resamples']} bootstrap resamples of the children "
            "(percentile, 95%), the same resamples for every predictor and difference", "",
