@@ -551,14 +551,9 @@ def main(argv=None):
 
 
 def cli_main():
-    try:
-        sys.exit(main())
-    except MagicConfigError as e:
-        print(f"magic-glue: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except RuntimeError as e:
-        print(f"magic-glue: error: {e}", file=sys.stderr)
-        sys.exit(1)
+    from . import run_main
+
+    run_main(main, "magic-glue", runtime_errors=True)
 
 
 if __name__ == "__main__":
