@@ -427,7 +427,7 @@ def markdown(rep, rank_json_path):
                        + (f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]" if d else "-") + " |")
     if rep["similarity_by_method"]:
         out += ["", "### Figure 2(c) / 3(c): gradient similarity on a shared operator vs m "
-                "(table6 space, hidden 96, 12 layers, 1,000 updates; 10 repeats, the 380 validation sentences)", "",
+                "(table6 space, hidden 96, 12 layers, 1,000 updates; 10 repeats, the 214 usable validation sentences)", "",
                 "| super-net | " + " | ".join(f"m = {m}" for m in
                                                 sorted(next(iter(rep["similarity_by_method"].values())), key=int))
                 + " |", "|---|" + "---|" * len(next(iter(rep["similarity_by_method"].values())))]
