@@ -46,6 +46,15 @@ class MagicAlignmentConfig(FairseqDataclass):
         default=4, metadata={"help": "C, children averaged by --magic-align-target average"})
 
 
+def log_align_loss(logging_outputs, sample_size) -> None:
+    """Log ``align_loss`` once alignment is on in any logging output: the mean
+    block-summed MSE per unit of ``sample_size`` (not in bits: it is no entropy).
+    Shared by every criterion that adds the alignment term."""
+    if any(log.get("align_on", 0) for log in logging_outputs):
+        total = sum(log.get("align_loss", 0) for log in logging_outputs)
+        metrics.log_scalar("align_loss", total / sample_size, sample_size, round=4)
+
+
 @register_criterion("magic_alignment", dataclass=MagicAlignmentConfig)
 class MagicAlignmentLoss(FairseqCriterion):
     def __init__(self, cfg: MagicAlignmentConfig, task):
@@ -133,10 +142,7 @@ class MagicAlignmentLoss(FairseqCriterion):
         for key in ("loss", "mlm_loss"):
             total = sum(log.get(key, 0) for log in logging_outputs)
             metrics.log_scalar(key, total / sample_size / math.log(2), sample_size, round=3)
-        if any(log.get("align_on", 0) for log in logging_outputs):
-            # mean block-summed MSE per masked token (not in bits: it is no entropy)
-            total = sum(log.get("align_loss", 0) for log in logging_outputs)
-            metrics.log_scalar("align_loss", total / sample_size, sample_size, round=4)
+        log_align_loss(logging_outputs, sample_size)
         metrics.log_derived("ppl", lambda meters: utils.get_perplexity(meters["mlm_loss"].avg))
 
     @staticmethod

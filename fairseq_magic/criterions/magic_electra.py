@@ -49,7 +49,7 @@ from fairseq.logging import metrics
 from ..core.alignment import alignment_loss
 from ..core.space import MagicConfigError
 from ..model_utils import unwrap_model
-from .magic_alignment import MagicAlignmentConfig, MagicAlignmentLoss
+from .magic_alignment import MagicAlignmentConfig, MagicAlignmentLoss, log_align_loss
 
 
 @dataclass
@@ -187,9 +187,7 @@ class MagicElectraLoss(MagicAlignmentLoss):
         if masked:
             replaced = sum(log.get("replaced", 0) for log in logging_outputs)
             metrics.log_scalar("replaced_frac", replaced / masked, masked, round=4)
-        if any(log.get("align_on", 0) for log in logging_outputs):
-            total = sum(log.get("align_loss", 0) for log in logging_outputs)
-            metrics.log_scalar("align_loss", total / sample_size, sample_size, round=4)
+        log_align_loss(logging_outputs, sample_size)
         metrics.log_derived("gen_ppl",
                             lambda meters: utils.get_perplexity(meters["gen_loss"].avg))
 
