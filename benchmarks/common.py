@@ -49,6 +49,19 @@ def write_markdown(path: str, section: str, begin_marker: str, end_marker: str) 
     _atomic_write(path, text)
 
 
+def fairseq_cfg(argv):
+    """The omegaconf config fairseq-train makes of ``argv`` (its argparse path)."""
+    import warnings
+
+    from fairseq import options
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    with warnings.catch_warnings():  # hydra's deprecation notices, every build
+        warnings.simplefilter("ignore")
+        ns = options.parse_args_and_arch(options.get_training_parser(), argv)
+        return convert_namespace_to_omegaconf(ns)
+
+
 def load_avg():
     """1-minute load average: on a shared machine, timings mean little above the thread count."""
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None

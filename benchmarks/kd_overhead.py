@@ -42,7 +42,6 @@ import itertools
 import os
 import sys
 import tempfile
-import warnings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:  # run as a script from a checkout without installing
@@ -50,7 +49,7 @@ if REPO not in sys.path:  # run as a script from a checkout without installing
 
 import torch  # noqa: E402
 
-from benchmarks.common import corpus_lines, preprocess_lines  # noqa: E402
+from benchmarks.common import corpus_lines, fairseq_cfg, preprocess_lines  # noqa: E402
 from benchmarks.harness import (RATIO_TABLE_HEAD, LoadWindow, Ratio,  # noqa: E402
                                 check_exit, device_sync, header_lines, load_note,
                                 machine_info, machine_line, md_section, publish, resolve,
@@ -127,16 +126,6 @@ def train_argv(args, data, spec, hidden, criterion, save_dir="/nonexistent-unuse
     if args.device == "cpu":
         a.append("--cpu")
     return a
-
-
-def fairseq_cfg(argv):
-    from fairseq import options
-    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-
-    with warnings.catch_warnings():  # hydra's deprecation notices, every build
-        warnings.simplefilter("ignore")
-        ns = options.parse_args_and_arch(options.get_training_parser(), argv)
-        return convert_namespace_to_omegaconf(ns)
 
 
 def save_teacher(args, data, path):

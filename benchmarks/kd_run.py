@@ -56,6 +56,7 @@ import hashlib
 import json
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -87,7 +88,8 @@ def parse_args(argv=None):
                    help="GLUE-layout folder with SST-2/ (scripts/packaged_glue_data.py)")
     p.add_argument("--task", default="SST-2", help="the fine-tuning task")
     p.add_argument("--out", default=os.path.join(REPO, "outputs", "kd_run"),
-                   help="working folder (checkpoints, exports, magic-glue outputs)")
+                   help="working folder (checkpoints, exports, magic-glue outputs) of seed "
+                        "1; seed S > 1 works in OUT-sS")
     p.add_argument("--json-out", default=None,
                    help="default benchmarks/results/kd.json (--smoke: OUT/kd.json)")
     p.add_argument("--results-md", default=None,
@@ -121,7 +123,10 @@ def parse_args(argv=None):
     p.add_argument("--max-train-examples", type=int, default=None,
                    help="fine-tuning train subsample (default: all)")
     p.add_argument("--max-dev-examples", type=int, default=None)
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1, help="the seed of the units run now")
+    p.add_argument("--seeds", default=None,
+                   help="comma-separated seeds the summary reports (each from its finished "
+                        "units in the log; mean and per-seed values); default: --seed")
     p.add_argument("--smoke", action="store_true",
                    help="a few updates and examples, records under --out: plumbing check")
     args = p.parse_args(argv)
@@ -137,6 +142,15 @@ def parse_args(argv=None):
     args.results_md = args.results_md or os.path.join(root, "RESULTS.md")
     args.units_log = args.units_log or (os.path.join(root, "kd_units.jsonl") if args.smoke
                                         else os.path.join(root, "results", "kd_units.jsonl"))
+    args.out_base = args.out
+    args.out = out_for(args.out_base, args.seed)
+    try:
+        args.seeds = ([int(x) for x in args.seeds.split(",") if x.strip()] if args.seeds
+                      else [args.seed])
+    except ValueError:
+        p.error(f"--seeds {args.seeds!r}: expected comma-separated integers")
+    if not args.seeds:
+        p.error("--seeds: expected at least one seed")
     args.units = [u for u in args.units.split(",") if u]
     bad = [u for u in args.units if u not in UNITS]
     if bad:
@@ -145,6 +159,19 @@ def parse_args(argv=None):
 
 
 # ---------------------------------------------------------------- records
+
+def out_for(base, seed) -> str:
+    """The working folder of one seed: seed 1 keeps --out (the first runs were
+    made there), another seed works beside it."""
+    return base if seed == 1 else f"{base}-s{seed}"
+
+
+def for_seed(args, seed):
+    """A copy of ``args`` as a run of ``seed`` (its folder, so its settings key)."""
+    other = argparse.Namespace(**vars(args))
+    other.seed, other.out = seed, out_for(args.out_base, seed)
+    return other
+
 
 def settings(args) -> dict:
     """Everything a unit's result depends on: a changed value reruns the units."""
@@ -362,9 +389,13 @@ def run_unit(args, unit, done):
     raise ValueError(unit)
 
 
-def summary(args, done, stamp) -> dict:
+WHO = ("teacher", "student_plain", "student_kd")
+
+
+def seed_models(done) -> dict:
+    """{who: its record} of one seed's finished units (None where a unit has not run)."""
     models = {}
-    for who in ("teacher", "student_plain", "student_kd"):
+    for who in WHO:
         pre, ft = done.get(f"{who}_pretrain"), done.get(f"{who}_finetune")
         models[who] = {
             "arch": pre and pre["arch"], "hidden": pre and pre["hidden"],
@@ -373,46 +404,115 @@ def summary(args, done, stamp) -> dict:
             "seconds": {"pretrain": pre and pre["seconds"], "finetune": ft and ft["seconds"]},
             "commands": {"pretrain": pre and pre["command"], "finetune": ft and ft["command"]},
         }
-    ahead = {}
-    kd, plain = models["student_kd"], models["student_plain"]
-    if kd["pretrain"] and plain["pretrain"]:
-        ahead["pretrain"] = kd["pretrain"]["valid_bits"] < plain["pretrain"]["valid_bits"]
-    if kd["finetune"] and plain["finetune"]:
-        # every GLUE headline metric (accuracy, Matthews, Spearman) is higher-better
-        ahead["finetune"] = kd["finetune"]["value"] > plain["finetune"]["value"]
+    return models
+
+
+def _mean(values):
+    return round(statistics.fmean(values), 4) if values else None
+
+
+def stage_values(per_seed, who):
+    """({seed: valid bits}, {seed: fine-tuning value}) of one model."""
+    pre = {s: m[who]["pretrain"]["valid_bits"] for s, m in per_seed.items()
+           if m[who]["pretrain"]}
+    ft = {s: m[who]["finetune"]["value"] for s, m in per_seed.items() if m[who]["finetune"]}
+    return pre, ft
+
+
+def summary(args, done_by_seed, stamp) -> dict:
+    """kd.json: per model the mean over seeds of each stage's metric (``pretrain``
+    valid/test bits, ``finetune`` value) and every seed's record (``by_seed``);
+    ``kd_ahead`` per stage compares the KD and plain students on the seeds both
+    finished (mean of the paired differences), ``kd_ahead_by_seed`` seed by seed."""
+    per_seed = {s: seed_models(done) for s, done in sorted(done_by_seed.items())}
+    models = {}
+    for who in WHO:
+        rows = {s: m[who] for s, m in per_seed.items()}
+        first = next((r for r in rows.values() if r["pretrain"]), None)
+        first_ft = next((r["finetune"] for r in rows.values() if r["finetune"]), None)
+        pre = {s: r["pretrain"] for s, r in rows.items() if r["pretrain"]}
+        ft = {s: r["finetune"]["value"] for s, r in rows.items() if r["finetune"]}
+        models[who] = {
+            "arch": first and first["arch"], "hidden": first and first["hidden"],
+            "params": first and first["params"], "updates": first and first["updates"],
+            "pretrain": pre and {
+                "valid_bits": _mean([v["valid_bits"] for v in pre.values()]),
+                "test_bits": _mean([v["test_bits"] for v in pre.values()]),
+                "seeds": sorted(pre)},
+            "finetune": ft and {"metric": first_ft["metric"], "value": _mean(list(ft.values())),
+                                "seeds": sorted(ft)},
+            "by_seed": {str(s): r for s, r in rows.items()},
+        }
+    kd_pre, kd_ft = stage_values(per_seed, "student_kd")
+    plain_pre, plain_ft = stage_values(per_seed, "student_plain")
+    # lower bits are better; every GLUE headline metric (accuracy, Matthews,
+    # Spearman) is higher-better: a difference is signed so that > 0 favours KD
+    gains = {"pretrain": {s: plain_pre[s] - kd_pre[s] for s in kd_pre if s in plain_pre},
+             "finetune": {s: kd_ft[s] - plain_ft[s] for s in kd_ft if s in plain_ft}}
+    ahead, by_seed, diffs = {}, {}, {}
+    for stage, g in gains.items():
+        if not g:
+            continue
+        ahead[stage] = statistics.fmean(g.values()) > 0
+        diffs[stage] = {"by_seed": {str(s): round(v, 4) for s, v in g.items()},
+                        "mean": _mean(list(g.values())),
+                        "min": round(min(g.values()), 4), "max": round(max(g.values()), 4)}
+        for s, v in g.items():
+            by_seed.setdefault(str(s), {})[stage] = v > 0
+    complete = {str(s): all(u in done for u in UNITS) for s, done in done_by_seed.items()}
     return {"kd_run": {**stamp, "host": host_info(), "settings": settings(args),
-                       "complete": all(u in done for u in UNITS), "kd_ahead": ahead,
+                       "seeds": sorted(done_by_seed), "complete": all(complete.values()),
+                       "complete_by_seed": complete, "kd_ahead": ahead,
+                       "kd_ahead_by_seed": by_seed, "kd_gain": diffs,
                        "metrics": {"pretrain": "MLM loss, bits per masked token (valid, "
                                                "test splits; lower is better)",
                                    "finetune": f"{args.task} dev set, magic-glue's "
-                                               "headline metric (higher is better)"}},
-            "teacher": models["teacher"], "student_plain": plain, "student_kd": kd}
+                                               "headline metric (higher is better)",
+                                   "kd_gain": "plain minus KD bits (pre-training), KD minus "
+                                              "plain dev metric (fine-tuning): > 0 favours "
+                                              "KD"}},
+            **models}
 
 
 def markdown(res) -> str:
     run, s = res["kd_run"], res["kd_run"]["settings"]
+    seeds = run["seeds"]
     lines = header_lines(run["command"], run["date"], machine_line(run["host"], threads=1)) + [
         f"- Teacher `{s['teacher_arch']}` at hidden {s['teacher_hidden']}, "
         f"{s['teacher_updates']} updates; student `{s['student_arch']}` at hidden "
         f"{s['student_hidden']}, {s['student_updates']} updates with and without "
         f"distillation (PD alpha {s['pd_alpha']}, T {s['pd_temperature']}; FD alpha "
-        f"{s['fd_alpha']}, T {s['fd_temperature']}), seed {s['seed']}.",
+        f"{s['fd_alpha']}, T {s['fd_temperature']}); seeds "
+        f"{', '.join(str(x) for x in seeds)} (each seed trains all three models anew).",
         "",
-        "| model | params | pre-training: valid / test bits (lower is better) | "
+        "| model | seed | params | pre-training: valid / test bits (lower is better) | "
         f"{s['task']} dev |",
-        "|---|---:|---:|---:|"]
+        "|---|---|---:|---:|---:|"]
+
+    def cells(pre, ft):
+        return ((f"{pre['valid_bits']:.3f} / {pre['test_bits']:.3f}" if pre else "-"),
+                (f"{ft['value']:.2f}" + (f" ({ft['metric']})" if "metric" in ft else "")
+                 if ft else "-"))
+
     for who, label in (("teacher", "teacher"), ("student_plain", "student, no KD"),
                        ("student_kd", "student, KD at both stages")):
         m = res[who]
-        pre = (f"{m['pretrain']['valid_bits']:.3f} / {m['pretrain']['test_bits']:.3f}"
-               if m["pretrain"] else "-")
-        ft = (f"{m['finetune']['value']:.1f} ({m['finetune']['metric']})" if m["finetune"]
-              else "-")
-        lines.append(f"| {label} | {m['params']:,} | {pre} | {ft} |"
-                     if m["params"] else f"| {label} | - | {pre} | {ft} |")
-    ahead = run["kd_ahead"]
-    lines += ["", "KD student ahead: " + ", ".join(f"{k} {'yes' if v else 'no'}"
-                                                   for k, v in ahead.items())
+        params = f"{m['params']:,}" if m["params"] else "-"
+        for seed, r in m["by_seed"].items():
+            pre, ft = cells(r["pretrain"], r["finetune"])
+            lines.append(f"| {label} | {seed} | {params} | {pre} | {ft} |")
+        if len(m["by_seed"]) > 1:
+            pre, ft = cells(m["pretrain"], m["finetune"])
+            lines.append(f"| **{label}** | mean | {params} | {pre} | {ft} |")
+    ahead, gain = run["kd_ahead"], run["kd_gain"]
+    lines += [""]
+    for stage, unit in (("pretrain", "bits (plain - KD)"), ("finetune", "points (KD - plain)")):
+        if stage in gain:
+            g = gain[stage]
+            per = ", ".join(f"seed {k}: {v:+.3f}" for k, v in g["by_seed"].items())
+            lines.append(f"- KD gain at {stage}: mean {g['mean']:+.3f} {unit}; {per}.")
+    lines += ["", "KD student ahead (mean over seeds): "
+              + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in ahead.items())
               + ("" if run["complete"] else " (not every unit has run)") + "."]
     return md_section(MD_BEGIN, MD_END, "kd_run: two-stage distillation (section 5.4)", lines)
 
@@ -444,8 +544,9 @@ def main(argv=None) -> int:
               flush=True)
     # another process may have run other units meanwhile (--units split over two
     # processes, one core each): summarise every finished unit in the log
-    done = {**done, **read_units(args.units_log, key)}
-    res = summary(args, done, stamp)
+    done_by_seed = {s: read_units(args.units_log, settings_key(for_seed(args, s)))
+                    for s in args.seeds}
+    res = summary(args, done_by_seed, stamp)
     write_json(args.json_out, res)
     write_markdown(args.results_md, markdown(res), MD_BEGIN, MD_END)
     print(markdown(res))
