@@ -67,6 +67,7 @@ import argparse
 import contextlib
 import json
 import os
+import statistics
 import resource
 import subprocess
 import sys
@@ -81,7 +82,7 @@ if REPO not in sys.path:  # run as a script from a checkout without installing
 import torch  # noqa: E402
 
 from benchmarks.common import corpus_lines, fairseq_cfg, preprocess_lines  # noqa: E402
-from benchmarks.harness import (RATIO_TABLE_HEAD, LoadWindow, Ratio,  # noqa: E402
+from benchmarks.harness import (LoadWindow, Ratio,  # noqa: E402
                                 check_exit, device_sync, header_lines, load_note,
                                 machine_info, machine_line, md_section, publish, resolve,
                                 run_stamp, time_interleaved, torch_isolated)
@@ -120,7 +121,7 @@ def parse_args(argv=None):
     p.add_argument("--vocab", type=int, default=30522,
                    help="dictionary size, <mask> included (BERT's 30,522 by default)")
     p.add_argument("--batches", type=int, default=2, help="distinct batches cycled through")
-    p.add_argument("--rounds", type=int, default=8, help="interleaved timing rounds")
+    p.add_argument("--rounds", type=int, default=12, help="interleaved timing rounds")
     p.add_argument("--warmup", type=int, default=1, help="untimed updates per model first")
     p.add_argument("--probe-updates", type=int, default=2,
                    help="updates of each memory probe (optimizer state exists after one)")
@@ -392,8 +393,8 @@ def run_probes(args, data) -> dict:
     jobs = [(preset, which) for preset in args.presets for which in MODELS]
     env = dict(os.environ, PYTHONHASHSEED="0")
     env.update(PROBE_MALLOC_ENV[args.probe_malloc])
-    if args.threads:
-        env["OMP_NUM_THREADS"] = str(args.threads)
+    # probes run --probe-jobs at a time: share the cores rather than oversubscribe
+    env["OMP_NUM_THREADS"] = str(args.threads or max(1, (os.cpu_count() or 1) // args.probe_jobs))
     base = [sys.executable, os.path.abspath(__file__), "--batch-size", str(args.batch_size),
             "--seq-len", str(args.seq_len), "--vocab", str(args.vocab), "--batches",
             str(args.batches), "--probe-updates", str(args.probe_updates), "--device",
@@ -501,18 +502,28 @@ def time_preset(args, preset, data, device) -> dict:
                                                    args.seq_len)
     bound = anchor_fwd / (UPDATE_OVER_FORWARD * child_fwd)
     ms = timing.ms("median")
-    ratios = {
-        "child_over_roberta": timing.ratio("child", "roberta"),
-        "supernet_over_child": timing.ratio("supernet", "child"),
-        "anchor_over_bound": timing.ratio("anchor", "supernet") / bound,
-    }
+    pairs = {"child_over_roberta": ("child", "roberta", 1.0),
+             "supernet_over_child": ("supernet", "child", 1.0),
+             "anchor_over_bound": ("anchor", "supernet", bound)}
+    ratios = {k: timing.ratio(a, b) / scale for k, (a, b, scale) in pairs.items()}
+    # The same ratio from each round's pair of neighbouring calls, and from the
+    # fastest calls: on a shared machine a slow spell hits whichever call it
+    # lands on, so their spread says how far the median can be trusted.
+    spread = {}
+    for k, (a, b, scale) in pairs.items():
+        per_round = [r / scale for r in timing.round_ratios(a, b)]
+        q = (statistics.quantiles(per_round, n=4) if len(per_round) > 1
+             else per_round * 3)
+        spread[k] = {"per_round": [round(x, 4) for x in per_round],
+                     "per_round_quartiles": [round(x, 4) for x in q],
+                     "min_over_min": round(timing.ratio(a, b, "min") / scale, 4)}
     tokens = args.batch_size * args.seq_len
     params = {w: sum(p.numel() for p in built[w][1].parameters()) for w in MODELS}
     return {
         "arch": PRESETS[preset], "layers": space.num_layers, "hidden": ns.encoder_embed_dim,
         "embed_dim": ns.magic_embed_dim or ns.encoder_embed_dim, "ops": space.choices[0],
         "path": ",".join(path), "roberta_layers": len(path) // 2, "params": params,
-        **{k: {"value": round(v, 4), **Ratio(round(v, 4), TARGETS[k]).record()}
+        **{k: {"value": round(v, 4), **Ratio(round(v, 4), TARGETS[k]).record(), **spread[k]}
            for k, v in ratios.items()},
         "anchor_flops_fraction_bound": round(bound, 4),
         "anchor_grad_mode": "no_grad (MagicAlignmentLoss.alignment_targets)",
@@ -644,16 +655,20 @@ def markdown_section(res, key) -> str:
                       f"whole super-net: {mib(st['optimizer_state_bytes'])} MiB, "
                       f"{mib(st['weights_grads_optimizer_activations'])} MiB of weights, "
                       "path gradients, optimizer state and activations in all.", ""]
-        lines += [*RATIO_TABLE_HEAD,
-                  Ratio(p["child_over_roberta"]["value"], TARGETS["child_over_roberta"]).row(
-                      "child update / RoBERTa update"),
-                  Ratio(p["supernet_over_child"]["value"], TARGETS["supernet_over_child"]).row(
-                      "super-net update / child update"),
-                  Ratio(p["anchor_over_bound"]["value"], TARGETS["anchor_over_bound"]).row(
-                      "anchor forward / super-net update, over its FLOPs bound")]
+        lines += ["| ratio | value (medians) | target | per round [q1, q3] | fastest / fastest |",
+                  "|---|---:|---|---:|---:|"]
+        for k, label in (("child_over_roberta", "child update / RoBERTa update"),
+                         ("supernet_over_child", "super-net update / child update"),
+                         ("anchor_over_bound", "anchor forward / super-net update, over its "
+                                               "FLOPs bound")):
+            r = p[k]
+            q = r["per_round_quartiles"]
+            lines.append(Ratio(r["value"], TARGETS[k]).row(label)
+                         + f" {q[0]:.3f}, {q[2]:.3f} | {r['min_over_min']:.3f} |")
         if mem:
             lines.append(Ratio(mem["value"], mem["target"]).row(
-                f"super-net / child peak memory ({mem['measure']}; target: + extra weights)"))
+                f"super-net / child peak memory ({mem['measure']}; target: + extra weights "
+                f"+ {MEMORY_SLACK})") + " - | - |")
         lines.append("")
     d = res["data_pipeline"]
     lines.append(f"Data pipeline (masked_lm, {d['source']}): {d['words_per_s']:,.0f} words/s "

@@ -65,6 +65,10 @@ def test_json_has_the_issue_keys_per_device_and_precision(run):
         ms["supernet"] / ms["child"], rel=2e-3)
     assert p["anchor_over_bound"]["value"] == pytest.approx(
         ms["anchor"] / ms["supernet"] / p["anchor_flops_fraction_bound"], rel=5e-3)
+    # one round: the per-round ratio is the ratio of the two calls
+    r1 = p["supernet_over_child"]
+    assert len(r1["per_round"]) == 1 and r1["per_round"][0] == pytest.approx(r1["value"], rel=2e-3)
+    assert r1["min_over_min"] == pytest.approx(r1["value"], rel=2e-3)
     # an eval-mode forward of the body is about a third of an update's FLOPs
     assert 0.2 < p["anchor_flops_fraction_bound"] < 0.34
     # the child held the super-net's path weights: the same loss, the same gradients
