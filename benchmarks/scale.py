@@ -512,7 +512,7 @@ def time_preset(args, preset, data, device) -> dict:
     spread = {}
     for k, (a, b, scale) in pairs.items():
         per_round = [r / scale for r in timing.round_ratios(a, b)]
-        q = (statistics.quantiles(per_round, n=4) if len(per_round) > 1
+        q = (statistics.quantiles(per_round, n=4, method="inclusive") if len(per_round) > 1
              else per_round * 3)
         spread[k] = {"per_round": [round(x, 4) for x in per_round],
                      "per_round_quartiles": [round(x, 4) for x in q],
