@@ -49,6 +49,12 @@ units can run as two processes (each summarises every unit finished so far)::
 
     python benchmarks/kd_run.py --units teacher_pretrain,student_kd_pretrain,teacher_finetune,student_kd_finetune &
     python benchmarks/kd_run.py --units student_plain_pretrain,student_plain_finetune
+
+A second seed trains all three models anew in OUT-s2 (``--seed 2``);
+``--seeds 1,2`` makes the summary report both, their means and the KD gain
+seed by seed (``--units ""`` only summarises)::
+
+    python benchmarks/kd_run.py --seed 2 --seeds 1,2
 """
 
 import argparse
