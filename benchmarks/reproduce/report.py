@@ -304,6 +304,12 @@ def build(children, gt_rows, sn_rows, data, host, command):
         "finetune": {}, "similarity_vs_m": None, "similarity_by_method": {},
         "supernet_train_s": {r["name"]: r["train_s"] for r in sn_rows},
         "ground_truth_unit_wall_s": float(np.mean([r["wall_s"] for r in gt_rows if r.get("wall_s")])),
+        # compute spent, summed over units (each ran on one thread): the run's
+        # cost on one core, whatever the parallelism and pauses of the sessions
+        "compute_core_hours": {
+            "ground_truth": round(sum(r.get("wall_s") or 0 for r in gt_rows) / 3600, 2),
+            "supernets": round(sum((r.get("train_s") or 0) + (r.get("analysis_s") or 0)
+                                   for r in sn_rows) / 3600, 2)},
         "bootstrap": rank_json["bootstrap"],
         "rank_json": os.path.relpath(os.path.join(RANK, "rank.json"), REPO),
     }
@@ -361,6 +367,10 @@ def markdown(rep, rank_json_path):
            "every method; scored by weight-sharing validation loss (every usable validation "
            "sentence: 214 of up to 32 tokens, fixed masks); full per-predictor metrics with intervals in "
            f"`{rank_json_path}`",
+           f"- Compute: {rep['compute_core_hours']['ground_truth']:.1f} core-hours of ground "
+           f"truth ({len(rep.get('ground_truth_seeds') or [])} seeds x {rep['children']} children) + "
+           f"{rep['compute_core_hours']['supernets']:.1f} core-hours of super-nets and their "
+           "scoring (sums of the units' wall times, one thread each; two units ran at a time)",
            f"- Intervals: {rep['bootstrap']['resamples']} bootstrap resamples of the children "
            "(percentile, 95%), the same resamples for every predictor and difference", "",
            "### Ground truth's agreement with itself (the ceiling)", "",
