@@ -490,6 +490,10 @@ def markdown(res) -> str:
         f"distillation (PD alpha {s['pd_alpha']}, T {s['pd_temperature']}; FD alpha "
         f"{s['fd_alpha']}, T {s['fd_temperature']}); seeds "
         f"{', '.join(str(x) for x in seeds)} (each seed trains all three models anew).",
+        "- Reproduce: `OMP_NUM_THREADS=1 python benchmarks/kd_run.py` (seed 1; two processes "
+        "with `--units` on two cores), then the same with `--seed 2 --seeds 1,2`; every "
+        "unit's own command (fairseq-train, magic-glue) is in `benchmarks/results/kd.json` "
+        "(`<model>.by_seed.<seed>.commands`).",
         "",
         "| model | seed | params | pre-training: valid / test bits (lower is better) | "
         f"{s['task']} dev |",
