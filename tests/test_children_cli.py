@@ -34,6 +34,7 @@ def test_same_command_twice_gives_identical_results(two_runs):
     assert a["code"] == 0 and b["code"] == 0, a["stderr"][-2000:] + b["stderr"][-2000:]
     assert a["json"].read_bytes() == b["json"].read_bytes()
     assert a["stdout"] == b["stdout"]
+    assert "loss in bits per masked token on 2 'valid' batches" in a["stdout"]
 
 
 def test_scores_equal_a_hand_computed_mlm_loss(two_runs, trained_supernet):

@@ -391,6 +391,7 @@ def test_anchor_score_is_the_discriminators_rtd_loss_on_fixed_inputs(electra_run
         "--batch-size", "8")
     assert rc == 0, stderr[-2000:]
     assert f"{score:.3f}" in stdout
+    assert "replaced-token-detection loss in bits per non-pad token" in stdout
 
 
 def test_shrinking_and_search_rate_children_by_rtd_loss(data_bin, electra_run, tmp_path):

@@ -4,7 +4,9 @@
         [--split valid] [--max-batches 8] [--seq-len 128] [--json-out FILE]
 
 Prints, for each child, its spec, validation MLM loss (bits per masked token,
-weight-sharing: no re-training), parameters and FLOPs (at --seq-len tokens).
+weight-sharing: no re-training; an ELECTRA super-net: its discriminator's
+replaced-token-detection loss, bits per non-pad token), parameters and FLOPs
+(at --seq-len tokens).
 """
 
 import argparse
@@ -70,8 +72,10 @@ def main(argv=None):
         note = "  (anchor)" if r["anchor"] else ""
         print(f"{r['arch']:<{width}}  {r['valid_loss']:>10.3f}  {r['params']:>10,}  "
               f"{r['flops']:>10.3g}{note}")
-    print(f"search space: {space}; loss in bits per masked token on "
-          f"{len(batches)} '{args.split}' batches")
+    # an ELECTRA super-net is scored by its discriminator (evaluation.child_loss_sums)
+    unit = ("replaced-token-detection loss in bits per non-pad token"
+            if hasattr(model, "rtd_loss_sums") else "loss in bits per masked token")
+    print(f"search space: {space}; {unit} on {len(batches)} '{args.split}' batches")
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump({"checkpoint": args.checkpoint, "space": space.state_dict(),
