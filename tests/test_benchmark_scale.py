@@ -5,15 +5,10 @@ super-net's gradients, optimizer state and activations are its path's (equal
 to the child's), its extra weights are exactly the off-path candidates, and the
 child and RoBERTa of the same shape have the same parameters."""
 
-import importlib.util
 import json
 import math
-import os
 
 import pytest
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "benchmarks", "scale.py")
 
 TINY = ["--presets", "tiny", "--batch-size", "2", "--seq-len", "32", "--vocab", "600",
         "--rounds", "1", "--warmup", "1", "--batches", "1", "--probe-updates", "2",
@@ -24,10 +19,9 @@ KEYS = ("child_over_roberta", "supernet_over_child", "supernet_memory_over_child
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("scale_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from benchmarks import scale
+
+    return scale
 
 
 @pytest.fixture(scope="module")
