@@ -12,6 +12,9 @@ table:
   path), ``device_sync``, ``torch_isolated`` (threads and RNG state restored);
 * ``Ratio``: a measured ratio with its target and PASS/FAIL verdict (the table
   cell, the JSON fields), and ``check_exit`` for ``--check``;
+* memory: ``tensor_bytes`` (storages, each once), ``optimizer_state_bytes``,
+  ``saved_activations`` (what autograd keeps for backward), ``peak_rss_bytes``
+  and ``current_rss_bytes`` of this process;
 * the run record: ``command_line``/``run_stamp`` (the exact command, UTC date),
   ``machine_info`` (+ GPU), ``LoadWindow`` (1-minute load average before/after),
   ``header_lines`` (the Command/Date/Machine lines every RESULTS.md section
@@ -285,6 +288,71 @@ RATIO_TABLE_HEAD = ["| ratio | value | target |", "|---|---:|---|"]
 def check_exit(check: bool, passes) -> int:
     """The exit code: 0 whatever the ratios, unless ``--check`` and one failed."""
     return 1 if check and not all(passes) else 0
+
+
+# ---------------------------------------------------------------- memory
+
+def tensor_bytes(tensors) -> int:
+    """Bytes of the storages behind ``tensors`` (None skipped), each storage
+    counted once: views and tied weights share one."""
+    seen, total = set(), 0
+    for t in tensors:
+        if t is None:
+            continue
+        key = (t.untyped_storage().data_ptr(), t.device)
+        if key in seen:
+            continue
+        seen.add(key)
+        total += t.untyped_storage().nbytes()
+    return total
+
+
+def optimizer_state_bytes(optimizer) -> int:
+    """Bytes of a torch (or fairseq-wrapped) optimizer's per-parameter state."""
+    import torch
+
+    inner = getattr(optimizer, "optimizer", optimizer)
+    return tensor_bytes(v for state in inner.state.values() for v in state.values()
+                        if torch.is_tensor(v))
+
+
+@contextmanager
+def saved_activations(model):
+    """Inside: every tensor autograd saves for backward that is not a parameter
+    (deduplicated by storage) is counted; ``record["bytes"]`` at exit."""
+    import torch
+
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen, record = set(), {"bytes": 0}
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in params and ptr not in seen:
+            seen.add(ptr)
+            record["bytes"] += t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield record
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set so far."""
+    import resource
+    import sys
+
+    # ru_maxrss is in kilobytes on Linux, bytes on macOS
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss if sys.platform == "darwin" else rss * 1024
+
+
+def current_rss_bytes() -> int:
+    """This process's resident set now (Linux; elsewhere the peak)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return peak_rss_bytes()
 
 
 # ---------------------------------------------------------------- run record

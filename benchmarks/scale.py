@@ -68,7 +68,6 @@ import contextlib
 import json
 import os
 import statistics
-import resource
 import subprocess
 import sys
 import tempfile
@@ -83,9 +82,11 @@ import torch  # noqa: E402
 
 from benchmarks.common import corpus_lines, fairseq_cfg, preprocess_lines  # noqa: E402
 from benchmarks.harness import (LoadWindow, Ratio,  # noqa: E402
-                                check_exit, device_sync, header_lines, load_note,
-                                machine_info, machine_line, md_section, publish, resolve,
-                                run_stamp, time_interleaved, torch_isolated)
+                                check_exit, current_rss_bytes, device_sync, header_lines,
+                                load_note, machine_info, machine_line, md_section,
+                                optimizer_state_bytes, peak_rss_bytes, publish, resolve,
+                                run_stamp, saved_activations, tensor_bytes,
+                                time_interleaved, torch_isolated)
 from benchmarks.step_overhead import check_same_function, make_batches, zero_grad  # noqa: E402
 
 import fairseq_magic  # noqa: E402,F401  (registers the models)
@@ -294,57 +295,6 @@ class Updater:
 
 
 # ---------------------------------------------------------------- memory probe
-
-def tensor_bytes(tensors) -> int:
-    seen, total = set(), 0
-    for t in tensors:
-        if t is None:
-            continue
-        key = (t.untyped_storage().data_ptr(), t.device)
-        if key in seen:
-            continue
-        seen.add(key)
-        total += t.untyped_storage().nbytes()
-    return total
-
-
-def optimizer_state_bytes(optimizer) -> int:
-    inner = getattr(optimizer, "optimizer", optimizer)
-    return tensor_bytes(v for state in inner.state.values() for v in state.values()
-                        if torch.is_tensor(v))
-
-
-@contextlib.contextmanager
-def saved_activations(model):
-    """Inside: every tensor autograd saves for backward that is not a parameter
-    (deduplicated by storage) is counted; ``record["bytes"]`` at exit."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen, record = set(), {"bytes": 0}
-
-    def pack(t):
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in params and ptr not in seen:
-            seen.add(ptr)
-            record["bytes"] += t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        yield record
-
-
-def peak_rss_bytes() -> int:
-    # ru_maxrss is in kilobytes on Linux, bytes on macOS
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss if sys.platform == "darwin" else rss * 1024
-
-
-def current_rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return peak_rss_bytes()
-
 
 def probe(args, preset, which, data) -> dict:
     """Build one model in this (fresh) process and train it a few updates: the

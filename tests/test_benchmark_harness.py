@@ -116,3 +116,28 @@ def test_header_lines():
         "<!-- b -->\n## t\n\nx\n<!-- e -->\n"
     assert harness.load_note({"before": 0.5, "after": 1.0}, 1) is None
     assert "3.00" in harness.load_note({"before": 0.5, "after": 3.0}, 1, 2)
+
+
+def test_memory_helpers_count_storages_once():
+    import torch
+
+    w = torch.zeros(10, 4)  # 160 bytes
+    assert harness.tensor_bytes([w, w[2:5], w.t(), None]) == 160  # views share w's storage
+    assert harness.tensor_bytes([w, torch.zeros(3, dtype=torch.float64)]) == 160 + 24
+
+    lin = torch.nn.Linear(4, 6)
+    x = torch.randn(5, 4, requires_grad=True)
+    with harness.saved_activations(lin) as rec:
+        y = torch.relu(lin(x))  # saves x (80 bytes) for the matmul, y (120) for relu
+    # the weight is saved too but is a parameter: not an activation
+    assert rec["bytes"] == 80 + 120
+    y.sum().backward()
+
+    opt = torch.optim.Adam(lin.parameters())
+    assert harness.optimizer_state_bytes(opt) == 0  # nothing trained yet
+    opt.step()
+    n = sum(p.numel() for p in lin.parameters())
+    # exp_avg + exp_avg_sq per parameter, plus a scalar step each
+    assert harness.optimizer_state_bytes(opt) >= 2 * 4 * n
+    # the kernel updates the peak lazily: it can trail the current value by pages
+    assert harness.peak_rss_bytes() > 0 and harness.current_rss_bytes() > 0
