@@ -360,14 +360,20 @@ def run_probes(args, data) -> dict:
                                f"{stderr[-3000:]}")
         out.setdefault(preset, {})[which] = json.loads(stdout.strip().splitlines()[-1])
 
-    for preset, which in jobs:
-        if len(running) >= args.probe_jobs:
+    try:
+        for preset, which in jobs:
+            if len(running) >= args.probe_jobs:
+                collect(*running.pop(0))
+            proc = subprocess.Popen(base + ["--probe", f"{preset}:{which}"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    env=env, cwd=REPO)
+            running.append((proc, preset, which))
+        while running:
             collect(*running.pop(0))
-        proc = subprocess.Popen(base + ["--probe", f"{preset}:{which}"], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
-        running.append((proc, preset, which))
-    for item in running:
-        collect(*item)
+    finally:  # a failed probe (or ^C) leaves no other probe running
+        for proc, _, _ in running:
+            proc.kill()
+            proc.communicate()
     return out
 
 
@@ -491,8 +497,10 @@ def time_preset(args, preset, data, device) -> dict:
 
 def data_throughput(args, data, tmp) -> dict:
     """Words (non-pad source tokens) per second of masked_lm's data pipeline:
-    the epoch iterator (masking, batching, collation), one worker process
-    (``--num-workers 0``), at this run's batch and sequence length."""
+    the epoch iterator (masking, batching, collation) in the main process
+    (``--num-workers 0``: no loader workers), at this run's batch and sequence
+    length; sentences longer than the sequence are skipped, as fairseq-train's
+    ``--skip-invalid-size-inputs-valid-test`` does."""
     from fairseq import tasks
 
     info = {"source": data}
@@ -507,7 +515,7 @@ def data_throughput(args, data, tmp) -> dict:
     ds = task.dataset("train")
     itr = task.get_batch_iterator(dataset=ds, max_sentences=args.batch_size,
                                   max_positions=args.seq_len, seed=args.seed,
-                                  ignore_invalid_inputs=True,  # as fairseq-train's --skip-...
+                                  ignore_invalid_inputs=True,
                                   num_workers=0).next_epoch_itr(shuffle=True)
     pad, words, batches = task.source_dictionary.pad(), 0, 0
     t0 = time.perf_counter()
