@@ -212,7 +212,7 @@ def bert_like_path(space):
     return [mha if i % 2 == 0 else ffn for i in range(space.num_layers)]
 
 
-def roberta_flags(space, ns, path):
+def roberta_flags(ns, path):
     """roberta_base at the path's shape: one RoBERTa layer per attention + FFN pair."""
     from fairseq_magic.core.space import parse_op
 
@@ -223,8 +223,8 @@ def roberta_flags(space, ns, path):
             "--encoder-ffn-embed-dim", str(ffn.inner)]
 
 
-def train_argv(args, data, model_flags):
-    return [data, "--user-dir", USER_DIR, "--task", "masked_lm", *model_flags,
+def train_argv(args, data, flags):
+    return [data, "--user-dir", USER_DIR, "--task", "masked_lm", *flags,
             "--tokens-per-sample", str(args.seq_len), "--max-positions", str(args.seq_len),
             "--batch-size", str(args.batch_size), "--criterion", "masked_lm",
             "--dropout", "0.1", "--attention-dropout", "0.1",
@@ -234,27 +234,28 @@ def train_argv(args, data, model_flags):
         ["--cpu"] if args.device == "cpu" else [])
 
 
-def model_flags(args, preset, which):
+def model_flags(preset, which):
+    """(the model's fairseq-train flags, the preset's BERT-like path)."""
     space, ns = supernet_space(preset)
     path = bert_like_path(space)
     if which == "supernet":
-        return ["--arch", PRESETS[preset]]
+        return ["--arch", PRESETS[preset]], path
     if which == "child":
         return ["--arch", "magic_child", "--magic-arch", ",".join(path),
                 "--encoder-embed-dim", str(ns.encoder_embed_dim),
-                "--magic-embed-dim", str(ns.magic_embed_dim)]
-    return roberta_flags(space, ns, path)
+                "--magic-embed-dim", str(ns.magic_embed_dim)], path
+    return roberta_flags(ns, path), path
 
 
 def build(args, data, preset, which, device):
     """(task, model, optimizer, path) as fairseq-train builds them."""
     from fairseq import optim, tasks
 
-    cfg = fairseq_cfg(train_argv(args, data, model_flags(args, preset, which)))
+    flags, path = model_flags(preset, which)
+    cfg = fairseq_cfg(train_argv(args, data, flags))
     task = tasks.setup_task(cfg.task)
     torch.manual_seed(args.seed)
     model = task.build_model(cfg.model)
-    path = bert_like_path(supernet_space(preset)[0])
     if which == "supernet":
         model.set_active_path(path)
     model = model.to(device).train()
